@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(fourtuple_apps::main_entry());
+}

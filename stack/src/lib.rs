@@ -1,0 +1,21 @@
+//! fourtuple-stack: the sans-IO core of fourtuple.
+//!
+//! It owns the TCP state machine, the exact-4-tuple TIME_WAIT table, the ephemeral port
+//! allocator, ISN generation, ICMP echo and the counters. It must never touch a socket,
+//! a thread or a clock: the driver passes every packet and every `now` in, and takes every
+//! packet out with [`Stack::poll_transmit`].
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod isn;
+pub mod ports;
+pub mod seq;
+pub mod time;
+pub mod time_wait;
+pub mod tuple;
+
+pub use config::{Config, ReusePolicy, TwOverflow};
+pub use seq::SeqNum;
+pub use time::Instant;
+pub use tuple::FourTuple;
