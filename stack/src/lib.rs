@@ -8,14 +8,23 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 pub mod isn;
 pub mod ports;
 pub mod seq;
+mod stack;
+pub mod tcp;
 pub mod time;
 pub mod time_wait;
 pub mod tuple;
+pub mod wire;
 
 pub use config::{Config, ReusePolicy, TwOverflow};
+pub use error::{Error, InUse};
+pub use stack::{ConnHandle, ConnectOptions, Counters, Event, ListenerHandle, Stack};
+pub use tcp::{ConnError, EventSet, SegDrop, SocketOptions, TcpState};
+pub use time_wait::{TimeWaitEntry, TimeWaitTable};
+pub use wire::DropReason;
 pub use seq::SeqNum;
 pub use time::Instant;
 pub use tuple::FourTuple;

@@ -1,0 +1,1294 @@
+//! [`Stack`]: one host, driven from outside.
+//!
+//! The stack owns the connection table (a hash from 4-tuple to slot, so demux is one
+//! lookup), the listeners, the TIME_WAIT table, the port allocator, the timer heap and the
+//! counters. It must never read a clock or touch I/O: every entry point takes `now`.
+//!
+//! Driver contract, in the style of quinn-proto:
+//! 1. feed packets with [`Stack::receive`];
+//! 2. call application methods (`listen`, `connect`, `send`, `recv`, `close`, ...);
+//! 3. drain [`Stack::poll_transmit`] until it returns `None`, putting each packet on the wire;
+//! 4. drain [`Stack::poll_event`];
+//! 5. sleep until [`Stack::poll_timeout`], then call [`Stack::handle_timeout`].
+
+use core::cmp::Reverse;
+use core::time::Duration;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use hashbrown::HashMap;
+
+use crate::config::{Config, ReusePolicy};
+use crate::error::{Error, InUse};
+use crate::isn::IsnGenerator;
+use crate::ports::EphemeralPorts;
+use crate::seq::SeqNum;
+use crate::tcp::{
+    ConnError, Disposition, EventSet, Report, SegDrop, SocketOptions, Tcb, TcbInit, TcpState,
+};
+use crate::time::Instant;
+use crate::time_wait::{
+    reopen_isn_floor, TimeWaitState, TimeWaitTable, TwAction, TwInsert, TwSegment,
+};
+use crate::tuple::FourTuple;
+use crate::wire::{self, DropReason, EchoRequest, Flags, Incoming, OutSegment, Segment};
+
+/// A handle to one connection. Stale handles (to a freed slot) are rejected.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ConnHandle {
+    idx: u32,
+    gen: u32,
+}
+
+/// A handle to one listener.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ListenerHandle {
+    idx: u32,
+    gen: u32,
+}
+
+/// Something the application should look at.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// Readiness or lifecycle change on a connection.
+    Conn {
+        /// The connection.
+        handle: ConnHandle,
+        /// What happened since the last event for it.
+        events: EventSet,
+    },
+    /// A listener has connections to accept.
+    Incoming {
+        /// The listener.
+        listener: ListenerHandle,
+    },
+}
+
+/// Options for [`Stack::connect_with`].
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Force the initial sequence number (experiments, e.g. an old-duplicate SYN).
+    pub isn: Option<SeqNum>,
+    /// Override whether this connection offers timestamps.
+    pub timestamps: Option<bool>,
+}
+
+/// Counters for everything the stack did, dropped or refused.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// IP packets handed to `receive`.
+    pub packets_in: u64,
+    /// IP packets produced by `poll_transmit`.
+    pub packets_out: u64,
+    /// Packets dropped before reaching TCP, by reason (index: `DropReason::ALL`).
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// TCP segments dropped by the state machine, by reason (index: `SegDrop::ALL`).
+    pub segments_dropped: [u64; SegDrop::ALL.len()],
+    /// TCP segments received that passed parsing.
+    pub segments_in: u64,
+    /// Connections opened with `connect`.
+    pub active_opens: u64,
+    /// Connections created from a listener's SYN.
+    pub passive_opens: u64,
+    /// Handshakes completed (both directions).
+    pub established: u64,
+    /// SYNs dropped because a listener's backlog was full.
+    pub syn_backlog_drops: u64,
+    /// Connections refused because `max_connections` was reached.
+    pub connection_limit_drops: u64,
+    /// RSTs sent.
+    pub rst_sent: u64,
+    /// RSTs that ended a connection.
+    pub resets_received: u64,
+    /// Connections refused by the peer (RST to our SYN).
+    pub refused: u64,
+    /// Connections that timed out.
+    pub timeouts: u64,
+    /// Connections that ended in an orderly way (LAST-ACK -> CLOSED).
+    pub closed_orderly: u64,
+    /// Connections aborted locally (abort, linger-0, close with unread data).
+    pub aborted: u64,
+    /// Segments to no connection and no listener, answered with RST.
+    pub no_socket: u64,
+    /// RFC 5961 challenge ACKs sent.
+    pub challenge_acks: u64,
+    /// Challenge ACKs suppressed by the rate limit.
+    pub challenge_acks_limited: u64,
+    /// Segments retransmitted (RTO and fast retransmit).
+    pub retransmits: u64,
+    /// Fast retransmits.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts.
+    pub rto_timeouts: u64,
+    /// Keepalive probes sent.
+    pub keepalive_probes: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+    /// Out-of-order bytes dropped over the per-connection limit.
+    pub ooo_dropped_bytes: u64,
+    /// Connections that entered TIME_WAIT.
+    pub time_wait_entered: u64,
+    /// Connections that would have entered TIME_WAIT but the table was full (DropNew).
+    pub time_wait_dropped_full: u64,
+    /// TIME_WAIT entries evicted to make room (EvictOldest).
+    pub time_wait_evicted: u64,
+    /// SYNs that reopened a TIME_WAIT 4-tuple.
+    pub time_wait_reopened: u64,
+    /// Outbound connects that took over a TIME_WAIT 4-tuple (timestamp-reuse).
+    pub time_wait_reused: u64,
+    /// Echo replies sent.
+    pub echo_replies: u64,
+    /// Control packets dropped because the control queue was full.
+    pub control_queue_drops: u64,
+    /// Packets not emitted because the driver's buffer was too small.
+    pub tx_buffer_too_small: u64,
+    /// `connect` refused with address in use.
+    pub connect_addr_in_use: u64,
+    /// `connect` refused for lack of an ephemeral port.
+    pub connect_no_port: u64,
+}
+
+impl Counters {
+    /// Every counter as (name, value), for printing and JSON.
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("packets_in", self.packets_in),
+            ("packets_out", self.packets_out),
+            ("segments_in", self.segments_in),
+            ("active_opens", self.active_opens),
+            ("passive_opens", self.passive_opens),
+            ("established", self.established),
+            ("syn_backlog_drops", self.syn_backlog_drops),
+            ("connection_limit_drops", self.connection_limit_drops),
+            ("rst_sent", self.rst_sent),
+            ("resets_received", self.resets_received),
+            ("refused", self.refused),
+            ("timeouts", self.timeouts),
+            ("closed_orderly", self.closed_orderly),
+            ("aborted", self.aborted),
+            ("no_socket", self.no_socket),
+            ("challenge_acks", self.challenge_acks),
+            ("challenge_acks_limited", self.challenge_acks_limited),
+            ("retransmits", self.retransmits),
+            ("fast_retransmits", self.fast_retransmits),
+            ("rto_timeouts", self.rto_timeouts),
+            ("keepalive_probes", self.keepalive_probes),
+            ("window_probes", self.window_probes),
+            ("ooo_dropped_bytes", self.ooo_dropped_bytes),
+            ("time_wait_entered", self.time_wait_entered),
+            ("time_wait_dropped_full", self.time_wait_dropped_full),
+            ("time_wait_evicted", self.time_wait_evicted),
+            ("time_wait_reopened", self.time_wait_reopened),
+            ("time_wait_reused", self.time_wait_reused),
+            ("echo_replies", self.echo_replies),
+            ("control_queue_drops", self.control_queue_drops),
+            ("tx_buffer_too_small", self.tx_buffer_too_small),
+            ("connect_addr_in_use", self.connect_addr_in_use),
+            ("connect_no_port", self.connect_no_port),
+        ];
+        for (r, n) in DropReason::ALL.iter().zip(self.dropped.iter()) {
+            v.push((r.name(), *n));
+        }
+        for (r, n) in SegDrop::ALL.iter().zip(self.segments_dropped.iter()) {
+            v.push((r.name(), *n));
+        }
+        v
+    }
+
+    /// Packets dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0)]
+    }
+
+    /// Segments dropped by the state machine for `reason`.
+    pub fn segments_dropped(&self, reason: SegDrop) -> u64 {
+        self.segments_dropped[SegDrop::ALL.iter().position(|r| *r == reason).unwrap_or(0)]
+    }
+}
+
+const MAX_CONTROL_QUEUE: usize = 65536;
+
+/// A packet the stack sends on no connection's behalf (RST, TIME_WAIT ACK, echo reply).
+#[derive(Debug)]
+enum Control {
+    Tcp { tuple: FourTuple, seg: OutSegment },
+    Echo {
+        src: IpAddr,
+        dst: IpAddr,
+        ident: u16,
+        seq_no: u16,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+struct Listener {
+    addr: SocketAddr,
+    backlog: usize,
+    /// Children in SYN-RECEIVED.
+    pending: usize,
+    accept_q: VecDeque<ConnHandle>,
+    queued_event: bool,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    gen: u32,
+    item: Option<T>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { gen: 0, item: None }
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+enum EventRef {
+    Conn(u32),
+    Listener(u32),
+}
+
+/// One TCP/IP host: addresses, connections, listeners, TIME_WAIT table and timers.
+pub struct Stack {
+    cfg: Config,
+    addrs: Vec<IpAddr>,
+    conns: HashMap<FourTuple, u32>,
+    slots: Vec<Slot<Tcb>>,
+    free: Vec<u32>,
+    listeners: Vec<Slot<Listener>>,
+    listener_by_addr: HashMap<SocketAddr, u32>,
+    tw: TimeWaitTable,
+    ports: EphemeralPorts,
+    isn: IsnGenerator,
+    ts_gen: IsnGenerator,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    tx: VecDeque<u32>,
+    ctrl: VecDeque<Control>,
+    events: VecDeque<EventRef>,
+    counters: Counters,
+    state_counts: [usize; 11],
+    challenge_window: (u64, u32),
+}
+
+fn derive_secret(seed: [u8; 16], salt: u8) -> [u8; 16] {
+    let mut s = seed;
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = b.wrapping_mul(31).wrapping_add(salt).wrapping_add(i as u8).rotate_left(3);
+    }
+    s
+}
+
+impl Stack {
+    /// A host with no addresses yet. `seed` keys ISNs, timestamps offsets and the port
+    /// allocator; pass real randomness outside of tests.
+    pub fn new(cfg: Config, seed: [u8; 16]) -> Stack {
+        let tw = TimeWaitTable::new(
+            cfg.time_wait_lifetime(),
+            cfg.max_time_wait,
+            cfg.tw_overflow,
+            cfg.rfc1337,
+        );
+        Stack {
+            ports: EphemeralPorts::new(cfg.ephemeral_ports, derive_secret(seed, 1)),
+            isn: IsnGenerator::new(seed),
+            ts_gen: IsnGenerator::new(derive_secret(seed, 2)),
+            cfg,
+            addrs: Vec::new(),
+            conns: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            listeners: Vec::new(),
+            listener_by_addr: HashMap::new(),
+            tw,
+            timers: BinaryHeap::new(),
+            tx: VecDeque::new(),
+            ctrl: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            state_counts: [0; 11],
+            challenge_window: (0, 0),
+        }
+    }
+
+    /// Adds a local address.
+    pub fn add_address(&mut self, addr: IpAddr) {
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
+    }
+
+    /// This host's addresses.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The TIME_WAIT table (len, iterate, lookup, stats).
+    pub fn time_wait(&self) -> &TimeWaitTable {
+        &self.tw
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Live connections per state (LISTEN counts listeners, TIME-WAIT counts table
+    /// entries).
+    pub fn state_counts(&self) -> Vec<(TcpState, usize)> {
+        TcpState::ALL
+            .iter()
+            .map(|s| {
+                let n = match s {
+                    TcpState::Listen => self.listener_by_addr.len(),
+                    TcpState::TimeWait => self.tw.len(),
+                    _ => self.state_counts[s.index()],
+                };
+                (*s, n)
+            })
+            .collect()
+    }
+
+    /// Live connections (every state but LISTEN and TIME-WAIT).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The state of a connection.
+    pub fn state(&self, h: ConnHandle) -> Result<TcpState, Error> {
+        Ok(self.tcb(h)?.state)
+    }
+
+    /// The error that ended a connection, if any.
+    pub fn error(&self, h: ConnHandle) -> Result<Option<ConnError>, Error> {
+        Ok(self.tcb(h)?.error)
+    }
+
+    /// The connection's 4-tuple.
+    pub fn tuple(&self, h: ConnHandle) -> Result<FourTuple, Error> {
+        Ok(self.tcb(h)?.tuple)
+    }
+
+    /// Bytes ready to read.
+    pub fn recv_available(&self, h: ConnHandle) -> Result<usize, Error> {
+        Ok(self.tcb(h)?.recv_available())
+    }
+
+    /// Free space in the send buffer.
+    pub fn send_space(&self, h: ConnHandle) -> Result<usize, Error> {
+        Ok(self.tcb(h)?.send_space())
+    }
+
+    /// Bytes sent but not yet acknowledged, plus bytes not yet sent.
+    pub fn send_queued(&self, h: ConnHandle) -> Result<usize, Error> {
+        Ok(self.tcb(h)?.send_queued())
+    }
+
+    fn tcb(&self, h: ConnHandle) -> Result<&Tcb, Error> {
+        match self.slots.get(h.idx as usize) {
+            Some(s) if s.gen == h.gen => match &s.item {
+                Some(t) if t.held => Ok(t),
+                _ => Err(Error::InvalidHandle),
+            },
+            _ => Err(Error::InvalidHandle),
+        }
+    }
+
+    fn tcb_mut(&mut self, h: ConnHandle) -> Result<&mut Tcb, Error> {
+        match self.slots.get_mut(h.idx as usize) {
+            Some(s) if s.gen == h.gen => match &mut s.item {
+                Some(t) if t.held => Ok(t),
+                _ => Err(Error::InvalidHandle),
+            },
+            _ => Err(Error::InvalidHandle),
+        }
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        self.addrs.contains(&ip)
+    }
+
+    // ---- listeners -----------------------------------------------------------------
+
+    /// Listens on `addr` (its ip may be unspecified: any local address of that family).
+    /// `backlog` caps SYN-RECEIVED plus not-yet-accepted connections (0: the default).
+    pub fn listen(&mut self, addr: SocketAddr, backlog: usize) -> Result<ListenerHandle, Error> {
+        if addr.port() == 0 {
+            return Err(Error::InvalidAddress("listen port 0"));
+        }
+        if !addr.ip().is_unspecified() && !self.is_local(addr.ip()) {
+            return Err(Error::AddrNotAvailable);
+        }
+        // TIME_WAIT entries never block a listener: only an existing listener does.
+        if self.listener_by_addr.contains_key(&addr) {
+            return Err(Error::AddrInUse(InUse::Listener));
+        }
+        let backlog = if backlog == 0 {
+            self.cfg.default_backlog
+        } else {
+            backlog
+        };
+        let l = Listener {
+            addr,
+            backlog,
+            pending: 0,
+            accept_q: VecDeque::new(),
+            queued_event: false,
+        };
+        let idx = match self.listeners.iter().position(|s| s.item.is_none()) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(Slot::default());
+                self.listeners.len() - 1
+            }
+        };
+        let slot = &mut self.listeners[idx];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.item = Some(l);
+        self.listener_by_addr.insert(addr, idx as u32);
+        Ok(ListenerHandle {
+            idx: idx as u32,
+            gen: slot.gen,
+        })
+    }
+
+    fn listener_mut(&mut self, h: ListenerHandle) -> Result<&mut Listener, Error> {
+        match self.listeners.get_mut(h.idx as usize) {
+            Some(s) if s.gen == h.gen => s.item.as_mut().ok_or(Error::InvalidHandle),
+            _ => Err(Error::InvalidHandle),
+        }
+    }
+
+    /// Takes one established connection from the listener's accept queue.
+    pub fn accept(&mut self, h: ListenerHandle) -> Result<Option<ConnHandle>, Error> {
+        let l = self.listener_mut(h)?;
+        Ok(l.accept_q.pop_front())
+    }
+
+    /// Connections waiting in a listener's accept queue.
+    pub fn accept_queue_len(&mut self, h: ListenerHandle) -> Result<usize, Error> {
+        Ok(self.listener_mut(h)?.accept_q.len())
+    }
+
+    /// Closes a listener; connections not yet accepted are reset.
+    pub fn close_listener(&mut self, now: Instant, h: ListenerHandle) -> Result<(), Error> {
+        let l = self.listener_mut(h)?;
+        let addr = l.addr;
+        let queued: Vec<ConnHandle> = l.accept_q.drain(..).collect();
+        self.listeners[h.idx as usize].item = None;
+        self.listener_by_addr.remove(&addr);
+        for c in queued {
+            let _ = self.abort(now, c);
+        }
+        // Embryonic children lose their listener and are reset when they complete.
+        Ok(())
+    }
+
+    fn find_listener(&self, local: SocketAddr) -> Option<u32> {
+        if let Some(&i) = self.listener_by_addr.get(&local) {
+            return Some(i);
+        }
+        let any = SocketAddr::new(wire::unspecified_like(local.ip()), local.port());
+        self.listener_by_addr.get(&any).copied()
+    }
+
+    // ---- connections ---------------------------------------------------------------
+
+    /// Opens a connection to `remote`, from `local` when given (an unspecified ip or port
+    /// 0 picks one).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<ConnHandle, Error> {
+        self.connect_with(now, remote, local, ConnectOptions::default())
+    }
+
+    /// [`Stack::connect`] with experiment options (ISN override, timestamps).
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        opts: ConnectOptions,
+    ) -> Result<ConnHandle, Error> {
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
+            return Err(Error::InvalidAddress("remote address"));
+        }
+        let local_ip = match local.map(|l| l.ip()) {
+            Some(ip) if !ip.is_unspecified() => {
+                if ip.is_ipv4() != remote.is_ipv4() {
+                    return Err(Error::InvalidAddress("address families differ"));
+                }
+                if !self.is_local(ip) {
+                    return Err(Error::AddrNotAvailable);
+                }
+                ip
+            }
+            _ => *self
+                .addrs
+                .iter()
+                .find(|a| a.is_ipv4() == remote.is_ipv4())
+                .ok_or(Error::AddrNotAvailable)?,
+        };
+        if self.conns.len() >= self.cfg.max_connections {
+            self.counters.connection_limit_drops += 1;
+            return Err(Error::ConnectionLimit);
+        }
+        let port = local.map(|l| l.port()).unwrap_or(0);
+        let mut floor = None;
+        let tuple = if port != 0 {
+            let tuple = FourTuple::new(SocketAddr::new(local_ip, port), remote);
+            if self.conns.contains_key(&tuple) {
+                self.counters.connect_addr_in_use += 1;
+                return Err(Error::AddrInUse(InUse::Connection));
+            }
+            match tw_verdict(&self.cfg, &self.tw, &tuple, now) {
+                TwVerdict::Free => {}
+                TwVerdict::Blocked(why) => {
+                    self.counters.connect_addr_in_use += 1;
+                    return Err(Error::AddrInUse(why));
+                }
+                TwVerdict::TakeOver => {}
+            }
+            tuple
+        } else {
+            let (conns, tw, cfg, listeners) =
+                (&self.conns, &self.tw, &self.cfg, &self.listener_by_addr);
+            let unspec = wire::unspecified_like(local_ip);
+            let found = self.ports.allocate(local_ip, remote, |p| {
+                let t = FourTuple::new(SocketAddr::new(local_ip, p), remote);
+                !conns.contains_key(&t)
+                    && !listeners.contains_key(&t.local)
+                    && !listeners.contains_key(&SocketAddr::new(unspec, p))
+                    && !matches!(tw_verdict(cfg, tw, &t, now), TwVerdict::Blocked(_))
+            });
+            match found {
+                Some(p) => FourTuple::new(SocketAddr::new(local_ip, p), remote),
+                None => {
+                    self.counters.connect_no_port += 1;
+                    return Err(Error::NoEphemeralPort);
+                }
+            }
+        };
+        if let Some(old) = self.tw.get(&tuple) {
+            // timestamp-reuse takeover: like Linux, start above everything the old
+            // incarnation sent.
+            self.tw.remove(&tuple);
+            self.counters.time_wait_reused += 1;
+            floor = Some(reopen_isn_floor(&old));
+        }
+        let iss = opts
+            .isn
+            .or(floor)
+            .unwrap_or_else(|| self.isn.isn(now, &tuple));
+        let mut tcb = self.new_tcb(now, tuple, iss);
+        if let Some(ts) = opts.timestamps {
+            tcb.set_offer_timestamps(ts);
+        }
+        tcb.held = true;
+        tcb.open_active(now);
+        self.counters.active_opens += 1;
+        let idx = self.insert_tcb(tcb);
+        self.after(now, idx, TcpState::Closed, Disposition::Keep, Report::default());
+        Ok(ConnHandle {
+            idx,
+            gen: self.slots[idx as usize].gen,
+        })
+    }
+
+    fn new_tcb(&self, now: Instant, tuple: FourTuple, iss: SeqNum) -> Tcb {
+        let ts_offset = self.ts_gen.isn(Instant::ZERO, &tuple).raw();
+        Tcb::new(
+            &self.cfg,
+            TcbInit {
+                tuple,
+                iss,
+                ts_offset,
+            },
+            now,
+        )
+    }
+
+    fn insert_tcb(&mut self, tcb: Tcb) -> u32 {
+        let tuple = tcb.tuple;
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.item = Some(tcb);
+        self.conns.insert(tuple, idx);
+        idx
+    }
+
+    /// Queues data; returns how many bytes were taken (possibly fewer than offered).
+    pub fn send(&mut self, now: Instant, h: ConnHandle, data: &[u8]) -> Result<usize, Error> {
+        let t = self.tcb_mut(h)?;
+        if let Some(e) = t.error {
+            return Err(Error::Connection(e));
+        }
+        if t.fin_queued || matches!(t.state, TcpState::Closed | TcpState::TimeWait) {
+            return Err(Error::InvalidState("sending side is closed"));
+        }
+        let n = t.send(data);
+        if n == 0 && !data.is_empty() {
+            return Err(Error::WouldBlock);
+        }
+        let before = t.state;
+        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        Ok(n)
+    }
+
+    /// Reads data. `Ok(0)` means end of stream (the peer closed); `Err(WouldBlock)` means
+    /// nothing yet.
+    pub fn recv(&mut self, now: Instant, h: ConnHandle, buf: &mut [u8]) -> Result<usize, Error> {
+        let t = self.tcb_mut(h)?;
+        if t.recv_available() == 0 {
+            if t.fin_received {
+                return Ok(0);
+            }
+            if let Some(e) = t.error {
+                return Err(Error::Connection(e));
+            }
+            if t.state == TcpState::Closed {
+                return Ok(0);
+            }
+            return Err(Error::WouldBlock);
+        }
+        let n = t.recv(buf);
+        let before = t.state;
+        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        Ok(n)
+    }
+
+    /// Half-close: sends FIN after the queued data; reading goes on.
+    pub fn shutdown_write(&mut self, now: Instant, h: ConnHandle) -> Result<(), Error> {
+        let cfg = self.cfg.clone();
+        let t = self.tcb_mut(h)?;
+        let before = t.state;
+        let d = t.shutdown_write(now, &cfg);
+        self.after(now, h.idx, before, d, Report::default());
+        Ok(())
+    }
+
+    /// Closes the connection and releases the handle: FIN (or RST with linger-0, or when
+    /// unread data remains, as Linux does). The connection finishes in the background.
+    pub fn close(&mut self, now: Instant, h: ConnHandle) -> Result<(), Error> {
+        let t = self.tcb_mut(h)?;
+        // RFC 9293 §3.10.4 and Linux: closing with unread data resets the connection.
+        if t.opts.linger_zero || t.recv_available() > 0 {
+            return self.abort(now, h);
+        }
+        let cfg = self.cfg.clone();
+        let t = self.tcb_mut(h)?;
+        t.held = false;
+        t.events = EventSet::default();
+        let before = t.state;
+        let d = match before {
+            TcpState::Closed | TcpState::TimeWait => Disposition::Closed,
+            _ => {
+                let d = t.shutdown_write(now, &cfg);
+                if t.state == TcpState::FinWait2 {
+                    // Already half-closed earlier: now orphaned, so bound FIN-WAIT-2.
+                    t.arm_fin_wait_2(now, &cfg);
+                }
+                d
+            }
+        };
+        self.after(now, h.idx, before, d, Report::default());
+        Ok(())
+    }
+
+    /// Resets the connection (RST) and releases the handle.
+    pub fn abort(&mut self, now: Instant, h: ConnHandle) -> Result<(), Error> {
+        let t = self.tcb_mut(h)?;
+        let before = t.state;
+        let tuple = t.tuple;
+        let rst = t.abort();
+        t.held = false;
+        t.events = EventSet::default();
+        if let Some((seq, ack)) = rst {
+            self.queue_rst(tuple, seq, Some(ack));
+        }
+        self.counters.aborted += 1;
+        self.after(now, h.idx, before, Disposition::Closed, Report::default());
+        Ok(())
+    }
+
+    /// Socket options of a connection.
+    pub fn options(&self, h: ConnHandle) -> Result<SocketOptions, Error> {
+        Ok(self.tcb(h)?.opts)
+    }
+
+    /// Disables (true) or enables Nagle's algorithm.
+    pub fn set_nodelay(&mut self, h: ConnHandle, on: bool) -> Result<(), Error> {
+        self.tcb_mut(h)?.opts.nodelay = on;
+        Ok(())
+    }
+
+    /// Makes `close` send RST instead of FIN (SO_LINGER with a zero timeout).
+    pub fn set_linger_zero(&mut self, h: ConnHandle, on: bool) -> Result<(), Error> {
+        self.tcb_mut(h)?.opts.linger_zero = on;
+        Ok(())
+    }
+
+    /// Enables keepalive probes.
+    pub fn set_keepalive(&mut self, now: Instant, h: ConnHandle, on: bool) -> Result<(), Error> {
+        let cfg = self.cfg.clone();
+        let t = self.tcb_mut(h)?;
+        t.set_keepalive(on, now, &cfg);
+        let before = t.state;
+        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        Ok(())
+    }
+
+    // ---- input ---------------------------------------------------------------------
+
+    /// Processes one incoming IP packet.
+    pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.counters.packets_in += 1;
+        let parsed = {
+            let addrs = &self.addrs;
+            wire::parse(packet, |ip| addrs.contains(&ip))
+        };
+        match parsed {
+            Err(r) => self.count_drop(r),
+            Ok(Incoming::Echo(req)) => self.on_echo(&req),
+            Ok(Incoming::Tcp(seg)) => {
+                self.counters.segments_in += 1;
+                self.on_tcp(now, &seg)
+            }
+        }
+    }
+
+    fn count_drop(&mut self, r: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|x| *x == r) {
+            self.counters.dropped[i] += 1;
+        }
+    }
+
+    fn on_echo(&mut self, req: &EchoRequest<'_>) {
+        if !self.cfg.answer_ping {
+            self.count_drop(DropReason::IcmpIgnored);
+            return;
+        }
+        self.push_ctrl(Control::Echo {
+            src: req.src,
+            dst: req.dst,
+            ident: req.ident,
+            seq_no: req.seq_no,
+            data: req.data.to_vec(),
+        });
+    }
+
+    fn on_tcp(&mut self, now: Instant, seg: &Segment<'_>) {
+        if let Some(&idx) = self.conns.get(&seg.tuple) {
+            let cfg = &self.cfg;
+            let Some(t) = self.slots[idx as usize].item.as_mut() else {
+                return;
+            };
+            let before = t.state;
+            let mut rep = Report::default();
+            let d = t.on_segment(now, cfg, seg, &mut rep);
+            self.after(now, idx, before, d, rep);
+            return;
+        }
+        if self.tw.contains(&seg.tuple) {
+            self.on_time_wait_segment(now, seg);
+            return;
+        }
+        if seg.flags.syn && !seg.flags.ack && !seg.flags.rst {
+            if let Some(l) = self.find_listener(seg.tuple.local) {
+                let iss = self.isn.isn(now, &seg.tuple);
+                self.passive_open(now, l, seg, iss);
+                return;
+            }
+        }
+        self.reply_closed(seg);
+    }
+
+    /// RFC 9293 §3.10.7.1: a segment to no connection gets a RST, unless it is one.
+    fn reply_closed(&mut self, seg: &Segment<'_>) {
+        self.counters.no_socket += 1;
+        if seg.flags.rst {
+            return;
+        }
+        if seg.flags.ack {
+            self.queue_rst(seg.tuple, seg.ack, None);
+        } else {
+            self.queue_rst(seg.tuple, SeqNum(0), Some(seg.seq + seg.seg_len()));
+        }
+    }
+
+    fn passive_open(&mut self, now: Instant, l: u32, seg: &Segment<'_>, iss: SeqNum) {
+        let Some(listener) = self.listeners[l as usize].item.as_ref() else {
+            return;
+        };
+        if listener.pending + listener.accept_q.len() >= listener.backlog {
+            self.counters.syn_backlog_drops += 1;
+            return;
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            self.counters.connection_limit_drops += 1;
+            return;
+        }
+        let mut tcb = self.new_tcb(now, seg.tuple, iss);
+        tcb.listener = Some(l);
+        tcb.open_passive(now, seg);
+        if let Some(listener) = self.listeners[l as usize].item.as_mut() {
+            listener.pending += 1;
+        }
+        self.counters.passive_opens += 1;
+        let idx = self.insert_tcb(tcb);
+        self.after(now, idx, TcpState::Closed, Disposition::Keep, Report::default());
+    }
+
+    fn on_time_wait_segment(&mut self, now: Instant, seg: &Segment<'_>) {
+        let tws = TwSegment {
+            seq: seg.seq,
+            ack: seg.flags.ack.then_some(seg.ack),
+            syn: seg.flags.syn,
+            fin: seg.flags.fin,
+            rst: seg.flags.rst,
+            payload_len: seg.payload.len(),
+            tsval: seg.opts.timestamp.map(|t| t.0),
+        };
+        match self.tw.handle_segment(now, &seg.tuple, &tws) {
+            Some(TwAction::Ack { seq, ack, tsecr }) => {
+                let timestamp =
+                    tsecr.map(|e| (self.ts_clock(now, &seg.tuple), e));
+                let window = self.cfg.recv_buffer.min(65535) as u16;
+                self.push_ctrl(Control::Tcp {
+                    tuple: seg.tuple,
+                    seg: OutSegment {
+                        seq,
+                        ack,
+                        flags: Flags {
+                            ack: true,
+                            ..Flags::default()
+                        },
+                        window,
+                        timestamp,
+                        ..OutSegment::default()
+                    },
+                });
+            }
+            Some(TwAction::Reopen { old }) => {
+                self.counters.time_wait_reopened += 1;
+                match self.find_listener(seg.tuple.local) {
+                    Some(l) => self.passive_open(now, l, seg, reopen_isn_floor(&old)),
+                    None => self.reply_closed(seg),
+                }
+            }
+            Some(TwAction::ResetAccepted) | Some(TwAction::Ignore) | None => {}
+        }
+    }
+
+    fn ts_clock(&self, now: Instant, tuple: &FourTuple) -> u32 {
+        (now.millis() as u32).wrapping_add(self.ts_gen.isn(Instant::ZERO, tuple).raw())
+    }
+
+    fn queue_rst(&mut self, tuple: FourTuple, seq: SeqNum, ack: Option<SeqNum>) {
+        self.counters.rst_sent += 1;
+        self.push_ctrl(Control::Tcp {
+            tuple,
+            seg: OutSegment {
+                seq,
+                ack: ack.unwrap_or_default(),
+                flags: Flags {
+                    rst: true,
+                    ack: ack.is_some(),
+                    ..Flags::default()
+                },
+                ..OutSegment::default()
+            },
+        });
+    }
+
+    fn push_ctrl(&mut self, c: Control) {
+        if self.ctrl.len() >= MAX_CONTROL_QUEUE {
+            self.counters.control_queue_drops += 1;
+            return;
+        }
+        self.ctrl.push_back(c);
+    }
+
+    /// Everything that follows a TCB call: counters, dispositions, queues, timers, frees.
+    fn after(&mut self, now: Instant, idx: u32, before: TcpState, d: Disposition, rep: Report) {
+        self.apply_report(&rep);
+        let Some(t) = self.slots[idx as usize].item.as_mut() else {
+            return;
+        };
+        let mut after_state = t.state;
+        let in_table = self.conns.get(&t.tuple) == Some(&idx);
+        match d {
+            Disposition::Keep => {}
+            Disposition::SendRst { seq, ack } => {
+                let tuple = t.tuple;
+                self.queue_rst(tuple, seq, ack);
+            }
+            Disposition::ChallengeAck => {
+                let sec = now.micros() / 1_000_000;
+                if self.challenge_window.0 != sec {
+                    self.challenge_window = (sec, 0);
+                }
+                if self.challenge_window.1 < self.cfg.challenge_ack_limit {
+                    self.challenge_window.1 += 1;
+                    self.counters.challenge_acks += 1;
+                    t.ack_now = true;
+                } else {
+                    self.counters.challenge_acks_limited += 1;
+                }
+            }
+            Disposition::Established => {
+                self.counters.established += 1;
+                let l = t.listener.take();
+                let gen = self.slots[idx as usize].gen;
+                let handle = ConnHandle { idx, gen };
+                match l.and_then(|l| self.listeners[l as usize].item.as_mut().map(|x| (l, x))) {
+                    Some((li, listener)) => {
+                        listener.pending = listener.pending.saturating_sub(1);
+                        listener.accept_q.push_back(handle);
+                        if !listener.queued_event {
+                            listener.queued_event = true;
+                            self.events.push_back(EventRef::Listener(li));
+                        }
+                        if let Some(t) = self.slots[idx as usize].item.as_mut() {
+                            // The listener holds it for the application until accepted.
+                            t.held = true;
+                            t.events = EventSet::default();
+                        }
+                    }
+                    None => {
+                        // The listener went away during the handshake.
+                        if let Some(t) = self.slots[idx as usize].item.as_mut() {
+                            let tuple = t.tuple;
+                            if let Some((seq, ack)) = t.abort() {
+                                self.queue_rst(tuple, seq, Some(ack));
+                            }
+                            after_state = TcpState::Closed;
+                        }
+                    }
+                }
+            }
+            Disposition::TimeWait => {
+                let seg = t.final_ack(now);
+                let tuple = t.tuple;
+                let state = TimeWaitState {
+                    snd_nxt: seg.seq,
+                    rcv_nxt: t.rcv_nxt,
+                    ts_recent: t.ts_ok.then_some(t.ts_recent),
+                };
+                t.state = TcpState::TimeWait;
+                t.events |= EventSet::CLOSED;
+                after_state = TcpState::TimeWait;
+                self.ctrl_ack(tuple, seg);
+                self.counters.time_wait_entered += 1;
+                match self.tw.insert(now, tuple, state) {
+                    TwInsert::Inserted | TwInsert::Replaced => {}
+                    TwInsert::EvictedOldest(_) => self.counters.time_wait_evicted += 1,
+                    TwInsert::Dropped => self.counters.time_wait_dropped_full += 1,
+                }
+            }
+            Disposition::Closed => {
+                after_state = TcpState::Closed;
+                match t.error {
+                    Some(ConnError::Reset) => self.counters.resets_received += 1,
+                    Some(ConnError::Refused) => self.counters.refused += 1,
+                    Some(ConnError::TimedOut) => self.counters.timeouts += 1,
+                    Some(ConnError::Aborted) => {}
+                    None => {
+                        if before == TcpState::LastAck {
+                            self.counters.closed_orderly += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let Some(t) = self.slots[idx as usize].item.as_mut() else {
+            return;
+        };
+        if before == TcpState::SynReceived && t.state != TcpState::SynReceived {
+            if let Some(l) = t.listener.take() {
+                if let Some(listener) = self.listeners[l as usize].item.as_mut() {
+                    listener.pending = listener.pending.saturating_sub(1);
+                }
+            }
+        }
+        // Per-state counts of live connections.
+        if in_table {
+            self.state_counts[before.index()] = self.state_counts[before.index()].saturating_sub(1);
+        } else if before != TcpState::Closed {
+            // Not in the table: nothing was counted for it.
+        }
+        let live = !matches!(after_state, TcpState::Closed | TcpState::TimeWait);
+        if live {
+            self.state_counts[after_state.index()] += 1;
+        } else if in_table {
+            self.conns.remove(&t.tuple);
+        }
+        if !in_table && live {
+            // A fresh TCB: counted above; conns already holds it (insert_tcb).
+        }
+        if live {
+            if t.wants_tx() && !t.in_tx_queue {
+                t.in_tx_queue = true;
+                self.tx.push_back(idx);
+            }
+            if let Some(dl) = t.next_deadline() {
+                if t.scheduled.is_none_or(|s| dl < s) {
+                    t.scheduled = Some(dl);
+                    let gen = self.slots[idx as usize].gen;
+                    self.timers.push(Reverse((dl, idx, gen)));
+                }
+            }
+        }
+        let Some(t) = self.slots[idx as usize].item.as_mut() else {
+            return;
+        };
+        if t.held && !t.events.is_empty() && !t.queued_event {
+            t.queued_event = true;
+            self.events.push_back(EventRef::Conn(idx));
+        }
+        if !live && !t.held {
+            self.free_slot(idx);
+        }
+    }
+
+    fn ctrl_ack(&mut self, tuple: FourTuple, seg: OutSegment) {
+        self.push_ctrl(Control::Tcp { tuple, seg });
+    }
+
+    fn free_slot(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.item.take().is_some() {
+            slot.gen = slot.gen.wrapping_add(1);
+            self.free.push(idx);
+        }
+    }
+
+    fn apply_report(&mut self, rep: &Report) {
+        if let Some(d) = rep.drop {
+            if let Some(i) = SegDrop::ALL.iter().position(|x| *x == d) {
+                self.counters.segments_dropped[i] += 1;
+            }
+        }
+        self.counters.retransmits += rep.retransmits;
+        self.counters.fast_retransmits += rep.fast_retransmits;
+        self.counters.rto_timeouts += rep.rto_timeouts;
+        self.counters.keepalive_probes += rep.keepalive_probes;
+        self.counters.window_probes += rep.window_probes;
+        self.counters.ooo_dropped_bytes += rep.ooo_dropped_bytes;
+    }
+
+    // ---- output --------------------------------------------------------------------
+
+    /// Writes the next packet to send into `buf` and returns its length; `None` when
+    /// nothing is left. `buf` should hold at least the MTU (1500 bytes).
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        while let Some(c) = self.ctrl.pop_front() {
+            let n = match &c {
+                Control::Tcp { tuple, seg } => wire::emit_tcp(buf, tuple, seg, (&[], &[])),
+                Control::Echo {
+                    src,
+                    dst,
+                    ident,
+                    seq_no,
+                    data,
+                } => {
+                    let r = wire::emit_echo_reply(
+                        buf,
+                        &EchoRequest {
+                            src: *src,
+                            dst: *dst,
+                            ident: *ident,
+                            seq_no: *seq_no,
+                            data,
+                        },
+                    );
+                    if r.is_some() {
+                        self.counters.echo_replies += 1;
+                    }
+                    r
+                }
+            };
+            match n {
+                Some(n) => {
+                    self.counters.packets_out += 1;
+                    return Some(n);
+                }
+                None => self.counters.tx_buffer_too_small += 1,
+            }
+        }
+        while let Some(&idx) = self.tx.front() {
+            let Some(t) = self.slots[idx as usize].item.as_mut() else {
+                self.tx.pop_front();
+                continue;
+            };
+            let before = t.state;
+            let n = t.poll_segment(now, buf);
+            if n.is_none() || !t.wants_tx() {
+                t.in_tx_queue = false;
+                self.tx.pop_front();
+            }
+            if n.is_some() {
+                // Sending may arm the retransmission timer.
+                if let Some(dl) = t.next_deadline() {
+                    if t.scheduled.is_none_or(|s| dl < s) {
+                        t.scheduled = Some(dl);
+                        let gen = self.slots[idx as usize].gen;
+                        self.timers.push(Reverse((dl, idx, gen)));
+                    }
+                }
+                let _ = before;
+                self.counters.packets_out += 1;
+                return n;
+            }
+        }
+        None
+    }
+
+    /// The next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        while let Some(e) = self.events.pop_front() {
+            match e {
+                EventRef::Conn(idx) => {
+                    let slot = &mut self.slots[idx as usize];
+                    let gen = slot.gen;
+                    if let Some(t) = slot.item.as_mut() {
+                        t.queued_event = false;
+                        let ev = core::mem::take(&mut t.events);
+                        if t.held && !ev.is_empty() {
+                            return Some(Event::Conn {
+                                handle: ConnHandle { idx, gen },
+                                events: ev,
+                            });
+                        }
+                    }
+                }
+                EventRef::Listener(idx) => {
+                    let slot = &mut self.listeners[idx as usize];
+                    let gen = slot.gen;
+                    if let Some(l) = slot.item.as_mut() {
+                        l.queued_event = false;
+                        if !l.accept_q.is_empty() {
+                            return Some(Event::Incoming {
+                                listener: ListenerHandle { idx, gen },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    // ---- timers --------------------------------------------------------------------
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (t, self.tw.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tw.expire(now);
+        while let Some(Reverse((at, idx, gen))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let cfg = &self.cfg;
+            let slot = &mut self.slots[idx as usize];
+            if slot.gen != gen {
+                continue;
+            }
+            let Some(t) = slot.item.as_mut() else {
+                continue;
+            };
+            if t.scheduled != Some(at) {
+                continue;
+            }
+            t.scheduled = None;
+            let before = t.state;
+            let mut rep = Report::default();
+            let d = t.on_timer(now, cfg, &mut rep);
+            let d = if d == Disposition::Closed && t.error == Some(ConnError::TimedOut) {
+                // RFC 9293 §3.8.3: give up; tell the peer with a RST when synchronized.
+                if before.synchronized() {
+                    let tuple = t.tuple;
+                    let (seq, ack) = t.rst_fields();
+                    self.queue_rst(tuple, seq, Some(ack));
+                }
+                d
+            } else {
+                d
+            };
+            self.after(now, idx, before, d, rep);
+        }
+    }
+
+    /// How long until the next timer, from `now`.
+    pub fn timeout_in(&self, now: Instant) -> Option<Duration> {
+        self.poll_timeout().map(|t| t.saturating_since(now))
+    }
+}
+
+enum TwVerdict {
+    Free,
+    Blocked(InUse),
+    TakeOver,
+}
+
+/// Whether the reuse policy lets a new outbound connection use `tuple`.
+fn tw_verdict(cfg: &Config, tw: &TimeWaitTable, tuple: &FourTuple, now: Instant) -> TwVerdict {
+    match cfg.reuse_policy {
+        ReusePolicy::ExactTuple => {
+            if tw.contains(tuple) {
+                TwVerdict::Blocked(InUse::TimeWait)
+            } else {
+                TwVerdict::Free
+            }
+        }
+        ReusePolicy::LocalPort => {
+            if tw.contains(tuple) {
+                TwVerdict::Blocked(InUse::TimeWait)
+            } else if tw.local_in_use(tuple.local) {
+                TwVerdict::Blocked(InUse::LocalPortTimeWait)
+            } else {
+                TwVerdict::Free
+            }
+        }
+        ReusePolicy::TimestampReuse => match tw.get(tuple) {
+            None => TwVerdict::Free,
+            Some(e) => {
+                if cfg.timestamps
+                    && e.ts_recent.is_some()
+                    && now.saturating_since(e.last_seen) > cfg.tw_reuse_delay
+                {
+                    TwVerdict::TakeOver
+                } else {
+                    TwVerdict::Blocked(InUse::TimeWait)
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,569 @@
+//! Packet parsing and emission on top of `smoltcp::wire`.
+//!
+//! This module owns the translation between bytes and the stack's own segment structs. It
+//! validates every length once, so nothing downstream can index out of bounds, and it never
+//! panics on any input: a packet is either parsed or rejected with a [`DropReason`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use smoltcp::wire::{
+    Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpOption, TcpPacket,
+};
+
+use crate::seq::SeqNum;
+use crate::tuple::FourTuple;
+
+/// Why an incoming packet was dropped. Every drop is counted under one of these.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub enum DropReason {
+    /// Not an IPv4 or IPv6 packet, or shorter than its IP header.
+    MalformedIp,
+    /// The IPv4 header checksum is wrong.
+    BadIpChecksum,
+    /// An IP fragment; fourtuple does not reassemble.
+    Fragment,
+    /// The destination is not one of this host's addresses.
+    NotOurAddress,
+    /// A transport protocol the stack does not serve.
+    UnsupportedProtocol,
+    /// TCP header too short or data offset out of range.
+    MalformedTcp,
+    /// TCP checksum mismatch.
+    BadTcpChecksum,
+    /// Source or destination port 0, or a broadcast/multicast/unspecified source.
+    BadAddress,
+    /// Malformed ICMP or ICMPv6.
+    MalformedIcmp,
+    /// ICMP that is not an echo request (or ping answering is off).
+    IcmpIgnored,
+    /// IPv6 extension headers are not handled.
+    Ipv6ExtensionHeader,
+}
+
+impl DropReason {
+    /// All reasons, for iteration in counters.
+    pub const ALL: [DropReason; 11] = [
+        DropReason::MalformedIp,
+        DropReason::BadIpChecksum,
+        DropReason::Fragment,
+        DropReason::NotOurAddress,
+        DropReason::UnsupportedProtocol,
+        DropReason::MalformedTcp,
+        DropReason::BadTcpChecksum,
+        DropReason::BadAddress,
+        DropReason::MalformedIcmp,
+        DropReason::IcmpIgnored,
+        DropReason::Ipv6ExtensionHeader,
+    ];
+
+    /// A stable snake_case name for counters and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::MalformedIp => "malformed_ip",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::Fragment => "fragment",
+            DropReason::NotOurAddress => "not_our_address",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::MalformedTcp => "malformed_tcp",
+            DropReason::BadTcpChecksum => "bad_tcp_checksum",
+            DropReason::BadAddress => "bad_address",
+            DropReason::MalformedIcmp => "malformed_icmp",
+            DropReason::IcmpIgnored => "icmp_ignored",
+            DropReason::Ipv6ExtensionHeader => "ipv6_extension_header",
+        }
+    }
+}
+
+/// TCP flags the state machine looks at.
+#[derive(Copy, Clone, PartialEq, Eq, Default, Debug)]
+pub struct Flags {
+    /// SYN.
+    pub syn: bool,
+    /// ACK.
+    pub ack: bool,
+    /// FIN.
+    pub fin: bool,
+    /// RST.
+    pub rst: bool,
+    /// PSH.
+    pub psh: bool,
+}
+
+/// The TCP options fourtuple understands, as parsed from one segment.
+#[derive(Copy, Clone, PartialEq, Eq, Default, Debug)]
+pub struct TcpOpts {
+    /// MSS option (only meaningful on SYN).
+    pub mss: Option<u16>,
+    /// Window scale shift (only meaningful on SYN).
+    pub wscale: Option<u8>,
+    /// SACK-permitted (only meaningful on SYN).
+    pub sack_permitted: bool,
+    /// Timestamps (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
+    /// SACK blocks, left and right edges.
+    pub sack: [Option<(SeqNum, SeqNum)>; 4],
+    /// Some option was malformed; the rest of the option list was ignored.
+    pub malformed: bool,
+}
+
+/// A parsed TCP segment. `tuple.local` is the destination (this host), `tuple.remote` the
+/// source.
+#[derive(Clone, Debug)]
+pub struct Segment<'a> {
+    /// The connection it belongs to, from this host's point of view.
+    pub tuple: FourTuple,
+    /// SEG.SEQ.
+    pub seq: SeqNum,
+    /// SEG.ACK (valid when `flags.ack`).
+    pub ack: SeqNum,
+    /// Flags.
+    pub flags: Flags,
+    /// SEG.WND as carried (unscaled).
+    pub window: u16,
+    /// Options.
+    pub opts: TcpOpts,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl Segment<'_> {
+    /// SEG.LEN: payload plus one for each of SYN and FIN.
+    pub fn seg_len(&self) -> u32 {
+        self.payload.len() as u32 + self.flags.syn as u32 + self.flags.fin as u32
+    }
+}
+
+/// An ICMP echo request to answer.
+#[derive(Clone, Debug)]
+pub struct EchoRequest<'a> {
+    /// Who asked (the reply goes there).
+    pub src: IpAddr,
+    /// Which of our addresses was asked.
+    pub dst: IpAddr,
+    /// Identifier.
+    pub ident: u16,
+    /// Sequence number.
+    pub seq_no: u16,
+    /// Payload to echo.
+    pub data: &'a [u8],
+}
+
+/// What an incoming IP packet turned out to be.
+#[derive(Clone, Debug)]
+pub enum Incoming<'a> {
+    /// A TCP segment.
+    Tcp(Segment<'a>),
+    /// An ICMP or ICMPv6 echo request.
+    Echo(EchoRequest<'a>),
+}
+
+fn ip_of(addr: IpAddr) -> IpAddress {
+    match addr {
+        IpAddr::V4(a) => IpAddress::Ipv4(a),
+        IpAddr::V6(a) => IpAddress::Ipv6(a),
+    }
+}
+
+fn bad_source(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    }
+}
+
+/// Parses one IP packet. `is_local` says whether a destination address is ours.
+pub fn parse<'a>(
+    packet: &'a [u8],
+    is_local: impl Fn(IpAddr) -> bool,
+) -> Result<Incoming<'a>, DropReason> {
+    let version = packet.first().ok_or(DropReason::MalformedIp)? >> 4;
+    let (src, dst, proto, payload) = match version {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::MalformedIp)?;
+            if !ip.verify_checksum() {
+                return Err(DropReason::BadIpChecksum);
+            }
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err(DropReason::Fragment);
+            }
+            let total = ip.total_len() as usize;
+            let hl = ip.header_len() as usize;
+            let payload = packet.get(hl..total).ok_or(DropReason::MalformedIp)?;
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.next_header(),
+                payload,
+            )
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::MalformedIp)?;
+            let total = ip.total_len();
+            let payload = packet.get(40..total).ok_or(DropReason::MalformedIp)?;
+            let proto = ip.next_header();
+            if !matches!(proto, IpProtocol::Tcp | IpProtocol::Icmpv6) {
+                return Err(match proto {
+                    IpProtocol::HopByHop
+                    | IpProtocol::Ipv6Route
+                    | IpProtocol::Ipv6Frag
+                    | IpProtocol::Ipv6Opts => DropReason::Ipv6ExtensionHeader,
+                    _ => DropReason::UnsupportedProtocol,
+                });
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                proto,
+                payload,
+            )
+        }
+        _ => return Err(DropReason::MalformedIp),
+    };
+    if !is_local(dst) {
+        return Err(DropReason::NotOurAddress);
+    }
+    match proto {
+        IpProtocol::Tcp => parse_tcp(src, dst, payload).map(Incoming::Tcp),
+        IpProtocol::Icmp if src.is_ipv4() => parse_icmpv4(src, dst, payload),
+        IpProtocol::Icmpv6 if src.is_ipv6() => parse_icmpv6(src, dst, payload),
+        _ => Err(DropReason::UnsupportedProtocol),
+    }
+}
+
+fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>, DropReason> {
+    let tcp = TcpPacket::new_checked(data).map_err(|_| DropReason::MalformedTcp)?;
+    if !tcp.verify_checksum(&ip_of(src), &ip_of(dst)) {
+        return Err(DropReason::BadTcpChecksum);
+    }
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 || bad_source(src) {
+        return Err(DropReason::BadAddress);
+    }
+    let opts = parse_options(tcp.options());
+    let flags = Flags {
+        syn: tcp.syn(),
+        ack: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+        psh: tcp.psh(),
+    };
+    let hl = tcp.header_len() as usize;
+    let payload = data.get(hl..).ok_or(DropReason::MalformedTcp)?;
+    Ok(Segment {
+        tuple: FourTuple::new(
+            SocketAddr::new(dst, tcp.dst_port()),
+            SocketAddr::new(src, tcp.src_port()),
+        ),
+        seq: SeqNum(tcp.seq_number().0 as u32),
+        ack: SeqNum(tcp.ack_number().0 as u32),
+        flags,
+        window: tcp.window_len(),
+        opts,
+        payload,
+    })
+}
+
+/// Parses a TCP option list. Malformed options stop the walk and set `malformed`; what
+/// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
+pub fn parse_options(mut bytes: &[u8]) -> TcpOpts {
+    let mut opts = TcpOpts::default();
+    while !bytes.is_empty() {
+        let (rest, opt) = match TcpOption::parse(bytes) {
+            Ok(v) => v,
+            Err(_) => {
+                opts.malformed = true;
+                break;
+            }
+        };
+        match opt {
+            TcpOption::EndOfList => break,
+            TcpOption::NoOperation => {}
+            TcpOption::MaxSegmentSize(m) => opts.mss = Some(m),
+            TcpOption::WindowScale(w) => opts.wscale = Some(w),
+            TcpOption::SackPermitted => opts.sack_permitted = true,
+            TcpOption::SackRange(r) => {
+                for (slot, range) in opts.sack.iter_mut().zip(r.iter()) {
+                    *slot = range.map(|(l, r)| (SeqNum(l), SeqNum(r)));
+                }
+            }
+            TcpOption::TimeStamp { tsval, tsecr } => opts.timestamp = Some((tsval, tsecr)),
+            TcpOption::Unknown { .. } => {}
+        }
+        // A zero-length option would loop forever; smoltcp reports it as an error, but
+        // guard anyway so no future parser change can hang the stack.
+        if rest.len() >= bytes.len() {
+            opts.malformed = true;
+            break;
+        }
+        bytes = rest;
+    }
+    opts
+}
+
+fn parse_icmpv4<'a>(
+    src: IpAddr,
+    dst: IpAddr,
+    data: &'a [u8],
+) -> Result<Incoming<'a>, DropReason> {
+    let icmp = Icmpv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIcmp)?;
+    if !icmp.verify_checksum() {
+        return Err(DropReason::MalformedIcmp);
+    }
+    if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
+        return Err(DropReason::IcmpIgnored);
+    }
+    Ok(Incoming::Echo(EchoRequest {
+        src,
+        dst,
+        ident: icmp.echo_ident(),
+        seq_no: icmp.echo_seq_no(),
+        data: icmp.data(),
+    }))
+}
+
+fn parse_icmpv6<'a>(
+    src: IpAddr,
+    dst: IpAddr,
+    data: &'a [u8],
+) -> Result<Incoming<'a>, DropReason> {
+    let icmp = Icmpv6Packet::new_checked(data).map_err(|_| DropReason::MalformedIcmp)?;
+    let (IpAddr::V6(s6), IpAddr::V6(d6)) = (src, dst) else {
+        return Err(DropReason::MalformedIcmp);
+    };
+    if !icmp.verify_checksum(&s6, &d6) {
+        return Err(DropReason::MalformedIcmp);
+    }
+    if icmp.msg_type() != Icmpv6Message::EchoRequest || icmp.msg_code() != 0 {
+        return Err(DropReason::IcmpIgnored);
+    }
+    Ok(Incoming::Echo(EchoRequest {
+        src,
+        dst,
+        ident: icmp.echo_ident(),
+        seq_no: icmp.echo_seq_no(),
+        data: icmp.payload(),
+    }))
+}
+
+/// A TCP segment to emit.
+#[derive(Clone, Debug, Default)]
+pub struct OutSegment {
+    /// SEG.SEQ.
+    pub seq: SeqNum,
+    /// SEG.ACK (sent when `flags.ack`).
+    pub ack: SeqNum,
+    /// Flags.
+    pub flags: Flags,
+    /// Window field, already scaled down.
+    pub window: u16,
+    /// MSS option (SYN only).
+    pub mss: Option<u16>,
+    /// Window scale option (SYN only).
+    pub wscale: Option<u8>,
+    /// SACK-permitted option (SYN only).
+    pub sack_permitted: bool,
+    /// Timestamps (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
+    /// SACK blocks to report (at most 3 with timestamps, 4 without).
+    pub sack: [Option<(SeqNum, SeqNum)>; 4],
+}
+
+const IPV4_HDR: usize = 20;
+const IPV6_HDR: usize = 40;
+
+/// Bytes of IP + TCP header this segment will need (before payload).
+pub fn header_len(tuple: &FourTuple, seg: &OutSegment) -> usize {
+    let ip = if tuple.local.is_ipv4() {
+        IPV4_HDR
+    } else {
+        IPV6_HDR
+    };
+    ip + 20 + options_len(seg)
+}
+
+fn options_len(seg: &OutSegment) -> usize {
+    let mut n = 0;
+    if seg.mss.is_some() {
+        n += 4;
+    }
+    if seg.wscale.is_some() {
+        n += 4; // NOP + 3
+    }
+    if seg.sack_permitted {
+        n += if seg.timestamp.is_some() { 2 } else { 4 };
+    }
+    if seg.timestamp.is_some() {
+        n += if seg.sack_permitted { 10 } else { 12 };
+    }
+    let blocks = seg.sack.iter().filter(|b| b.is_some()).count();
+    let room = (40usize - n).saturating_sub(4) / 8;
+    let blocks = blocks.min(room);
+    if blocks > 0 {
+        n += 4 + blocks * 8; // NOP NOP kind len
+    }
+    n
+}
+
+fn write_options(seg: &OutSegment, out: &mut [u8]) {
+    let mut i = 0;
+    if let Some(mss) = seg.mss {
+        out[i..i + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+        i += 4;
+    }
+    if let Some(ws) = seg.wscale {
+        out[i..i + 4].copy_from_slice(&[1, 3, 3, ws]);
+        i += 4;
+    }
+    match (seg.sack_permitted, seg.timestamp) {
+        (true, Some((v, e))) => {
+            // SACK-permitted followed by timestamps packs into 12 bytes, as Linux sends it.
+            out[i..i + 2].copy_from_slice(&[4, 2]);
+            out[i + 2..i + 4].copy_from_slice(&[8, 10]);
+            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
+            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
+            i += 12;
+        }
+        (true, None) => {
+            out[i..i + 4].copy_from_slice(&[1, 1, 4, 2]);
+            i += 4;
+        }
+        (false, Some((v, e))) => {
+            out[i..i + 4].copy_from_slice(&[1, 1, 8, 10]);
+            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
+            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
+            i += 12;
+        }
+        (false, None) => {}
+    }
+    let room = (40usize - i).saturating_sub(4) / 8;
+    let n = seg.sack.iter().filter(|b| b.is_some()).count().min(room);
+    if n > 0 {
+        out[i..i + 4].copy_from_slice(&[1, 1, 5, (2 + n * 8) as u8]);
+        i += 4;
+        for (l, r) in seg.sack.iter().flatten().take(n) {
+            out[i..i + 4].copy_from_slice(&l.raw().to_be_bytes());
+            out[i + 4..i + 8].copy_from_slice(&r.raw().to_be_bytes());
+            i += 8;
+        }
+    }
+    debug_assert_eq!(i, out.len());
+}
+
+/// Writes an IP + TCP packet into `buf`, copying `payload` (given as up to two slices, as
+/// a ring buffer hands them out). Returns the packet length, or None when `buf` is too small.
+pub fn emit_tcp(
+    buf: &mut [u8],
+    tuple: &FourTuple,
+    seg: &OutSegment,
+    payload: (&[u8], &[u8]),
+) -> Option<usize> {
+    let opt_len = options_len(seg);
+    let tcp_len = 20 + opt_len + payload.0.len() + payload.1.len();
+    let ip_len = if tuple.local.is_ipv4() {
+        IPV4_HDR
+    } else {
+        IPV6_HDR
+    };
+    let total = ip_len + tcp_len;
+    if buf.len() < total || total > u16::MAX as usize + ip_len {
+        return None;
+    }
+    let (src, dst) = (tuple.local.ip(), tuple.remote.ip());
+    write_ip_header(&mut buf[..ip_len], src, dst, IpProtocol::Tcp, tcp_len);
+    let t = &mut buf[ip_len..total];
+    t[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
+    t[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
+    t[4..8].copy_from_slice(&seg.seq.raw().to_be_bytes());
+    let ack = if seg.flags.ack { seg.ack.raw() } else { 0 };
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = (((20 + opt_len) / 4) as u8) << 4;
+    t[13] = (seg.flags.fin as u8)
+        | (seg.flags.syn as u8) << 1
+        | (seg.flags.rst as u8) << 2
+        | (seg.flags.psh as u8) << 3
+        | (seg.flags.ack as u8) << 4;
+    t[14..16].copy_from_slice(&seg.window.to_be_bytes());
+    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    write_options(seg, &mut t[20..20 + opt_len]);
+    let p0 = 20 + opt_len;
+    t[p0..p0 + payload.0.len()].copy_from_slice(payload.0);
+    t[p0 + payload.0.len()..].copy_from_slice(payload.1);
+    let mut tcp = TcpPacket::new_unchecked(t);
+    tcp.fill_checksum(&ip_of(src), &ip_of(dst));
+    Some(total)
+}
+
+fn write_ip_header(h: &mut [u8], src: IpAddr, dst: IpAddr, proto: IpProtocol, payload: usize) {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            h[0] = 0x45;
+            h[1] = 0;
+            h[2..4].copy_from_slice(&((IPV4_HDR + payload) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&[0, 0]);
+            h[6..8].copy_from_slice(&[0x40, 0]); // DF: TCP does its own MSS sizing
+            h[8] = 64;
+            h[9] = u8::from(proto);
+            h[10..12].copy_from_slice(&[0, 0]);
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let mut ip = Ipv4Packet::new_unchecked(h);
+            ip.fill_checksum();
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+            h[6] = u8::from(proto);
+            h[7] = 64;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+        }
+        // Tuples are always single-family; mixed families are rejected at connect/listen.
+        _ => h.fill(0),
+    }
+}
+
+/// Writes an echo reply answering `req` into `buf`; returns its length, or None when
+/// `buf` is too small.
+pub fn emit_echo_reply(buf: &mut [u8], req: &EchoRequest<'_>) -> Option<usize> {
+    let icmp_len = 8 + req.data.len();
+    let ip_len = if req.src.is_ipv4() {
+        IPV4_HDR
+    } else {
+        IPV6_HDR
+    };
+    let total = ip_len + icmp_len;
+    if buf.len() < total || icmp_len > u16::MAX as usize - ip_len {
+        return None;
+    }
+    let (proto, src, dst) = match req.src {
+        IpAddr::V4(_) => (IpProtocol::Icmp, req.dst, req.src),
+        IpAddr::V6(_) => (IpProtocol::Icmpv6, req.dst, req.src),
+    };
+    write_ip_header(&mut buf[..ip_len], src, dst, proto, icmp_len);
+    let body = &mut buf[ip_len..total];
+    body[0] = if req.src.is_ipv4() { 0 } else { 129 };
+    body[1] = 0;
+    body[2..4].copy_from_slice(&[0, 0]);
+    body[4..6].copy_from_slice(&req.ident.to_be_bytes());
+    body[6..8].copy_from_slice(&req.seq_no.to_be_bytes());
+    body[8..].copy_from_slice(req.data);
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = Icmpv6Packet::new_unchecked(body);
+            p.fill_checksum(&s, &d);
+        }
+        _ => {
+            let mut p = Icmpv4Packet::new_unchecked(body);
+            p.fill_checksum();
+        }
+    }
+    Some(total)
+}
+
+/// The unspecified address of the family of `addr`.
+pub fn unspecified_like(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
