@@ -1,1 +1,36 @@
-//! Devices for fourtuple.
+//! fourtuple-netdev: the devices that carry a fourtuple stack's packets.
+//!
+//! It owns moving whole packets between a [`fourtuple_stack`] stack and the world: the
+//! [`Device`] trait that TUN and AF_PACKET devices implement, the in-memory simulated-time
+//! [`pipe::Pipe`] that joins two stacks in tests and benches, and the [`pcap::PcapWriter`]
+//! tee that records what passes. It must never parse or build protocol headers, run TCP
+//! logic, or decide what to send: that is the stack's job. Only real devices and the event
+//! loop may touch the OS; the pipe and pcap modules read no clock.
+
+#![forbid(unsafe_code)]
+
+pub mod pcap;
+pub mod pipe;
+
+pub use pcap::{LinkType, PcapWriter};
+pub use pipe::{End, Impairment, Pipe, PipeStats};
+
+/// A packet device: moves whole packets (raw IP for TUN, Ethernet frames for AF_PACKET)
+/// without blocking.
+///
+/// The event loop waits for readiness itself (with mio on the device's fd), then drains
+/// [`Device::recv`] until it returns `Ok(None)` and hands the stack's transmits to
+/// [`Device::send`].
+pub trait Device {
+    /// Reads up to one packet into `buf` without blocking; `Ok(None)` when nothing is
+    /// pending. A packet longer than `buf` is the device's to drop or truncate, as it
+    /// documents.
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
+
+    /// Sends one whole packet; `Err(WouldBlock)` when the device cannot take it now.
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()>;
+
+    /// The device's MTU: the largest packet [`Device::send`] takes, and the buffer size
+    /// [`Device::recv`] needs.
+    fn mtu(&self) -> usize;
+}

@@ -391,6 +391,11 @@ impl Stack {
         Ok(self.tcb(h)?.send_queued())
     }
 
+    /// A one-line dump of a connection's sequence space and timers, for debugging.
+    pub fn debug_conn(&self, h: ConnHandle) -> Result<String, Error> {
+        Ok(self.tcb(h)?.debug_line())
+    }
+
     fn tcb(&self, h: ConnHandle) -> Result<&Tcb, Error> {
         match self.slots.get(h.idx as usize) {
             Some(s) if s.gen == h.gen => match &s.item {
@@ -643,7 +648,7 @@ impl Stack {
         if t.fin_queued || matches!(t.state, TcpState::Closed | TcpState::TimeWait) {
             return Err(Error::InvalidState("sending side is closed"));
         }
-        let n = t.send(data);
+        let n = t.send(now, data);
         if n == 0 && !data.is_empty() {
             return Err(Error::WouldBlock);
         }

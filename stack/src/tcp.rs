@@ -579,9 +579,13 @@ impl Tcb {
     // ---- application calls ---------------------------------------------------------
 
     /// Queues data; returns how much fit.
-    pub fn send(&mut self, data: &[u8]) -> usize {
+    pub fn send(&mut self, now: Instant, data: &[u8]) -> usize {
         let n = data.len().min(self.send_space());
         self.send_buf.extend(&data[..n]);
+        // Data queued against a zero window arms the persist timer (RFC 9293 §3.8.6.1).
+        if n > 0 && self.state.synchronized() && self.snd_wnd == 0 && self.rtx_at.is_none() {
+            self.rtx_at = Some(now + self.rto);
+        }
         n
     }
 
@@ -772,6 +776,18 @@ impl Tcb {
             self.syn_pending = true;
             return Disposition::Keep;
         }
+        // Simultaneous open (RFC 9293 §3.5 figure 8): the peer's SYN-ACK repeats the SYN we
+        // already took and ACKs ours; it completes the handshake (as Linux accepts it).
+        if self.state == TcpState::SynReceived
+            && f.syn
+            && f.ack
+            && !f.rst
+            && seg.seq + 1u32 == self.rcv_nxt
+            && seg.ack == self.snd_max
+        {
+            self.ack_advance(now, seg);
+            return self.complete_handshake(seg);
+        }
 
         // PAWS (RFC 7323 §5.3), not applied to RST.
         if self.ts_ok && !f.rst {
@@ -851,21 +867,7 @@ impl Tcb {
         let mut disp = Disposition::Keep;
         if self.state == TcpState::SynReceived {
             if seg.ack > self.snd_una && seg.ack <= self.snd_max {
-                self.state = if self.fin_queued {
-                    TcpState::FinWait1
-                } else {
-                    TcpState::Established
-                };
-                self.snd_wnd = (seg.window as u32) << self.snd_wscale;
-                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
-                self.snd_wl1 = seg.seq;
-                self.snd_wl2 = seg.ack;
-                self.retries = 0;
-                self.syn_pending = false;
-                self.events |= EventSet::CONNECTED | EventSet::WRITABLE;
-                if self.listener.is_some() {
-                    disp = Disposition::Established;
-                }
+                disp = self.complete_handshake(seg);
             } else {
                 return Disposition::SendRst {
                     seq: seg.ack,
@@ -925,6 +927,27 @@ impl Tcb {
             return self.take_fin(now, disp);
         }
         disp
+    }
+
+    /// SYN-RECEIVED -> ESTABLISHED (or FIN-WAIT-1 when the application already closed).
+    fn complete_handshake(&mut self, seg: &Segment<'_>) -> Disposition {
+        self.state = if self.fin_queued {
+            TcpState::FinWait1
+        } else {
+            TcpState::Established
+        };
+        self.snd_wnd = (seg.window as u32) << self.snd_wscale;
+        self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        self.retries = 0;
+        self.syn_pending = false;
+        self.events |= EventSet::CONNECTED | EventSet::WRITABLE;
+        if self.listener.is_some() {
+            Disposition::Established
+        } else {
+            Disposition::Keep
+        }
     }
 
     fn take_fin(&mut self, now: Instant, disp: Disposition) -> Disposition {
@@ -1220,7 +1243,7 @@ impl Tcb {
             for b in merged {
                 self.ooo.push(b);
             }
-            self.ooo.sort_by(|a, b| a.0.cmp(&b.0));
+            self.ooo.sort_by_key(|a| a.0);
             return false;
         }
         let mut buf = vec![0u8; (new_end - new_start) as usize];
@@ -1389,7 +1412,10 @@ impl Tcb {
             None
         };
         OutSegment {
-            seq: self.snd_nxt,
+            // A segment without data carries the highest sequence number sent: after an
+            // RTO snd_nxt goes back to snd_una, and an ACK with that older number would
+            // fall left of the peer's window and be discarded unread.
+            seq: self.snd_max.max(self.snd_nxt),
             ack: self.rcv_nxt,
             flags: Flags {
                 ack: true,
@@ -1451,7 +1477,7 @@ impl Tcb {
             self.keepalive_pending = false;
             // RFC 9293 §3.8.4: a keepalive carries SEG.SEQ = SND.NXT - 1 and no data.
             let mut seg = self.base_segment(now, false);
-            seg.seq = self.snd_nxt - 1u32;
+            seg.seq = self.snd_max - 1u32;
             let n = wire::emit_tcp(buf, &self.tuple, &seg, (&[], &[]));
             self.emitted(&seg);
             return n;
@@ -1537,6 +1563,7 @@ impl Tcb {
         }
         if self.fin_queued && self.can_send_fin() && self.snd_nxt == end {
             let mut seg = self.base_segment(now, false);
+            seg.seq = end;
             seg.flags.fin = true;
             let n = wire::emit_tcp(buf, &self.tuple, &seg, (&[], &[]))?;
             self.emitted(&seg);
@@ -1619,6 +1646,17 @@ impl Tcb {
         let n = wire::emit_tcp(buf, &self.tuple, &seg, (p0, p1))?;
         self.emitted(&seg);
         Some(n)
+    }
+
+    /// A one-line dump for debugging.
+    pub fn debug_line(&self) -> String {
+        format!(
+            "{} una={} nxt={} max={} wnd={} cwnd={} ssthresh={} rcv_nxt={} rcv_adv={} ooo={} recv_buf={} send_buf={} rtx_at={:?} delack={:?} recovery={} rtx_one={} ack_now={} sched={:?}",
+            self.state.name(), self.snd_una, self.snd_nxt, self.snd_max, self.snd_wnd, self.cwnd,
+            self.ssthresh, self.rcv_nxt, self.rcv_adv, self.ooo_bytes, self.recv_buf.len(),
+            self.send_buf.len(), self.rtx_at, self.delack_at, self.in_recovery, self.rtx_one,
+            self.ack_now, self.scheduled
+        )
     }
 
     /// Sequence number and ACK for a RST answering a segment on this connection.

@@ -1,6 +1,8 @@
 //! A pair of stacks joined by a perfect link with fixed latency and a simulated clock.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
