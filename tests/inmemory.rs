@@ -89,7 +89,8 @@ impl Net {
 }
 
 fn byte_at(stream: u64, i: usize) -> u8 {
-    let x = (i as u64 ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let x =
+        (i as u64 ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0x2545_F491_4F6C_DD1D);
     (x >> 56) as u8
 }
 
@@ -97,8 +98,15 @@ fn byte_at(stream: u64, i: usize) -> u8 {
 fn bidirectional_bulk(imp: Impairment, total: usize) {
     let mut net = Net::new(imp);
     let l = net.b.listen(SocketAddr::new(B_IP, 5001), 8).unwrap();
-    let c = net.a.connect(net.now, SocketAddr::new(B_IP, 5001), None).unwrap();
-    assert!(net.run_until(Duration::from_secs(120), |n| n.b.accept_queue_len(l).unwrap() == 1));
+    let c = net
+        .a
+        .connect(net.now, SocketAddr::new(B_IP, 5001), None)
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(120), |n| n
+        .b
+        .accept_queue_len(l)
+        .unwrap()
+        == 1));
     let s = net.b.accept(l).unwrap().unwrap();
 
     struct Dir {
@@ -124,7 +132,11 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
         rbuf: &mut [u8],
     ) {
         if d.sent < total {
-            let space = from.send_space(fh).unwrap().min(total - d.sent).min(chunk.len());
+            let space = from
+                .send_space(fh)
+                .unwrap()
+                .min(total - d.sent)
+                .min(chunk.len());
             if space > 0 {
                 for (i, b) in chunk[..space].iter_mut().enumerate() {
                     *b = byte_at(stream, d.sent + i);
@@ -137,17 +149,31 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
                 break;
             }
             for (i, b) in rbuf[..n].iter().enumerate() {
-                assert_eq!(*b, byte_at(stream, d.got + i), "stream {stream} byte {}", d.got + i);
+                assert_eq!(
+                    *b,
+                    byte_at(stream, d.got + i),
+                    "stream {stream} byte {}",
+                    d.got + i
+                );
             }
             d.got += n;
         }
     }
 
     while ab.got < total || ba.got < total {
-        assert!(net.now < deadline, "stalled: a->b {}/{total}, b->a {}/{total}", ab.got, ba.got);
+        assert!(
+            net.now < deadline,
+            "stalled: a->b {}/{total}, b->a {}/{total}",
+            ab.got,
+            ba.got
+        );
         let now = net.now;
-        pump(&mut net.a, c, &mut net.b, s, now, &mut ab, total, 1, &mut chunk, &mut rbuf);
-        pump(&mut net.b, s, &mut net.a, c, now, &mut ba, total, 2, &mut chunk, &mut rbuf);
+        pump(
+            &mut net.a, c, &mut net.b, s, now, &mut ab, total, 1, &mut chunk, &mut rbuf,
+        );
+        pump(
+            &mut net.b, s, &mut net.a, c, now, &mut ba, total, 2, &mut chunk, &mut rbuf,
+        );
         if !net.step() {
             panic!(
                 "idle before the transfer finished: a->b {}/{} b->a {}/{}; a {:?} q{} b {:?} q{}; a {:?}; b {:?}",
@@ -161,11 +187,14 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
     // Orderly close both ways; TIME_WAIT on the side that closed first.
     let now = net.now;
     net.a.close(now, c).unwrap();
-    assert!(net.run_until(Duration::from_secs(600), |n| n.b.state(s) == Ok(TcpState::CloseWait)));
+    assert!(net.run_until(Duration::from_secs(600), |n| n.b.state(s)
+        == Ok(TcpState::CloseWait)));
     let now = net.now;
     net.b.close(now, s).unwrap();
-    assert!(net.run_until(Duration::from_secs(600), |n| n.a.connection_count() == 0
-        && n.b.connection_count() == 0));
+    assert!(
+        net.run_until(Duration::from_secs(600), |n| n.a.connection_count() == 0
+            && n.b.connection_count() == 0)
+    );
     assert_eq!(net.a.time_wait().len(), 1);
     assert_eq!(net.b.time_wait().len(), 0);
     let st = net.pipe.stats();

@@ -3,10 +3,14 @@ use crate::{FourTuple, Instant, SeqNum};
 use siphasher::sip::SipHasher24;
 use std::hash::{Hash, Hasher};
 /// stub
-pub struct IsnGenerator { k: [u8; 16] }
+pub struct IsnGenerator {
+    k: [u8; 16],
+}
 impl IsnGenerator {
     /// stub
-    pub fn new(secret: [u8; 16]) -> Self { IsnGenerator { k: secret } }
+    pub fn new(secret: [u8; 16]) -> Self {
+        IsnGenerator { k: secret }
+    }
     /// stub
     pub fn isn(&self, now: Instant, t: &FourTuple) -> SeqNum {
         let mut h = SipHasher24::new_with_key(&self.k);

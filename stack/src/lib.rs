@@ -21,10 +21,10 @@ pub mod wire;
 
 pub use config::{Config, ReusePolicy, TwOverflow};
 pub use error::{Error, InUse};
+pub use seq::SeqNum;
 pub use stack::{ConnHandle, ConnectOptions, Counters, Event, ListenerHandle, Stack};
 pub use tcp::{ConnError, EventSet, SegDrop, SocketOptions, TcpState};
-pub use time_wait::{TimeWaitEntry, TimeWaitTable};
-pub use wire::DropReason;
-pub use seq::SeqNum;
 pub use time::Instant;
+pub use time_wait::{TimeWaitEntry, TimeWaitTable};
 pub use tuple::FourTuple;
+pub use wire::DropReason;

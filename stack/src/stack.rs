@@ -197,7 +197,10 @@ impl Counters {
 
     /// Packets dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0)]
+        self.dropped[DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0)]
     }
 
     /// Segments dropped by the state machine for `reason`.
@@ -211,7 +214,10 @@ const MAX_CONTROL_QUEUE: usize = 65536;
 /// A packet the stack sends on no connection's behalf (RST, TIME_WAIT ACK, echo reply).
 #[derive(Debug)]
 enum Control {
-    Tcp { tuple: FourTuple, seg: OutSegment },
+    Tcp {
+        tuple: FourTuple,
+        seg: OutSegment,
+    },
     Echo {
         src: IpAddr,
         dst: IpAddr,
@@ -274,7 +280,11 @@ pub struct Stack {
 fn derive_secret(seed: [u8; 16], salt: u8) -> [u8; 16] {
     let mut s = seed;
     for (i, b) in s.iter_mut().enumerate() {
-        *b = b.wrapping_mul(31).wrapping_add(salt).wrapping_add(i as u8).rotate_left(3);
+        *b = b
+            .wrapping_mul(31)
+            .wrapping_add(salt)
+            .wrapping_add(i as u8)
+            .rotate_left(3);
     }
     s
 }
@@ -603,7 +613,13 @@ impl Stack {
         tcb.open_active(now);
         self.counters.active_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(now, idx, TcpState::Closed, Disposition::Keep, Report::default());
+        self.after(
+            now,
+            idx,
+            TcpState::Closed,
+            Disposition::Keep,
+            Report::default(),
+        );
         Ok(ConnHandle {
             idx,
             gen: self.slots[idx as usize].gen,
@@ -858,7 +874,13 @@ impl Stack {
         }
         self.counters.passive_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(now, idx, TcpState::Closed, Disposition::Keep, Report::default());
+        self.after(
+            now,
+            idx,
+            TcpState::Closed,
+            Disposition::Keep,
+            Report::default(),
+        );
     }
 
     fn on_time_wait_segment(&mut self, now: Instant, seg: &Segment<'_>) {
@@ -873,8 +895,7 @@ impl Stack {
         };
         match self.tw.handle_segment(now, &seg.tuple, &tws) {
             Some(TwAction::Ack { seq, ack, tsecr }) => {
-                let timestamp =
-                    tsecr.map(|e| (self.ts_clock(now, &seg.tuple), e));
+                let timestamp = tsecr.map(|e| (self.ts_clock(now, &seg.tuple), e));
                 let window = self.cfg.recv_buffer.min(65535) as u16;
                 self.push_ctrl(Control::Tcp {
                     tuple: seg.tuple,

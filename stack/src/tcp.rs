@@ -771,8 +771,7 @@ impl Tcb {
     ) -> Disposition {
         let f = seg.flags;
         // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost, send it again.
-        if self.state == TcpState::SynReceived && f.syn && !f.ack && !f.rst && seg.seq == self.irs
-        {
+        if self.state == TcpState::SynReceived && f.syn && !f.ack && !f.rst && seg.seq == self.irs {
             self.syn_pending = true;
             return Disposition::Keep;
         }
@@ -792,7 +791,8 @@ impl Tcb {
         // PAWS (RFC 7323 §5.3), not applied to RST.
         if self.ts_ok && !f.rst {
             if let Some((tsval, _)) = seg.opts.timestamp {
-                let stale = now.saturating_since(self.ts_recent_at) > Duration::from_secs(24 * 86400);
+                let stale =
+                    now.saturating_since(self.ts_recent_at) > Duration::from_secs(24 * 86400);
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
                     rep.drop = Some(SegDrop::Paws);
                     self.ack_now = true;
@@ -815,8 +815,8 @@ impl Tcb {
             }
         };
         // A zero window still takes ACKs, RSTs and FIN-less probes' ACK information.
-        let acceptable = acceptable
-            || (rcv_wnd == 0 && seg.seq == self.rcv_nxt && (f.ack || f.rst));
+        let acceptable =
+            acceptable || (rcv_wnd == 0 && seg.seq == self.rcv_nxt && (f.ack || f.rst));
         if !acceptable {
             if f.rst {
                 rep.drop = Some(SegDrop::OutOfWindow);
@@ -1236,8 +1236,8 @@ impl Tcb {
                 i += 1;
             }
         }
-        let added = (new_end - new_start) as usize
-            - merged.iter().map(|(_, d)| d.len()).sum::<usize>();
+        let added =
+            (new_end - new_start) as usize - merged.iter().map(|(_, d)| d.len()).sum::<usize>();
         if self.ooo_bytes + added > self.ooo_limit {
             // Over the limit: put back what we took and drop the new data.
             for b in merged {

@@ -300,11 +300,7 @@ pub fn parse_options(mut bytes: &[u8]) -> TcpOpts {
     opts
 }
 
-fn parse_icmpv4<'a>(
-    src: IpAddr,
-    dst: IpAddr,
-    data: &'a [u8],
-) -> Result<Incoming<'a>, DropReason> {
+fn parse_icmpv4<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
     let icmp = Icmpv4Packet::new_checked(data).map_err(|_| DropReason::MalformedIcmp)?;
     if !icmp.verify_checksum() {
         return Err(DropReason::MalformedIcmp);
@@ -321,11 +317,7 @@ fn parse_icmpv4<'a>(
     }))
 }
 
-fn parse_icmpv6<'a>(
-    src: IpAddr,
-    dst: IpAddr,
-    data: &'a [u8],
-) -> Result<Incoming<'a>, DropReason> {
+fn parse_icmpv6<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
     let icmp = Icmpv6Packet::new_checked(data).map_err(|_| DropReason::MalformedIcmp)?;
     let (IpAddr::V6(s6), IpAddr::V6(d6)) = (src, dst) else {
         return Err(DropReason::MalformedIcmp);

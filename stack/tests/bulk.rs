@@ -32,7 +32,11 @@ fn transfer(total: usize, loss: f64, seed: u64) {
     p.drop = Some(Box::new(move |_, _| rng.chance(loss)));
     let l = p.b.listen(sa(B_IP, 9), 16).unwrap();
     let c = p.a.connect(p.now, sa(B_IP, 9), None).unwrap();
-    assert!(p.run_until(Duration::from_secs(30), |p| p.b.accept_queue_len(l).unwrap() == 1));
+    assert!(p.run_until(Duration::from_secs(30), |p| p
+        .b
+        .accept_queue_len(l)
+        .unwrap()
+        == 1));
     let s = p.b.accept(l).unwrap().unwrap();
     let mut sent = 0usize;
     let mut got = 0usize;
@@ -66,7 +70,8 @@ fn transfer(total: usize, loss: f64, seed: u64) {
     }
     let now = p.now;
     p.a.close(now, c).unwrap();
-    assert!(p.run_until(Duration::from_secs(600), |p| p.b.state(s) == Ok(TcpState::CloseWait)));
+    assert!(p.run_until(Duration::from_secs(600), |p| p.b.state(s)
+        == Ok(TcpState::CloseWait)));
 }
 
 #[test]

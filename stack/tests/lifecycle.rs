@@ -12,32 +12,49 @@ fn handshake_data_and_client_close_leaves_time_wait_on_client() {
     let mut p = Pair::default_pair();
     let l = p.b.listen(sa(B_IP, 80), 16).unwrap();
     let c = p.a.connect(p.now, sa(B_IP, 80), None).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c) == Ok(TcpState::Established)));
-    assert!(p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap() == 1));
+    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c)
+        == Ok(TcpState::Established)));
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap()
+            == 1)
+    );
     let s = p.b.accept(l).unwrap().unwrap();
     assert_eq!(p.b.state(s), Ok(TcpState::Established));
 
     let now = p.now;
     assert_eq!(p.a.send(now, c, b"hello world, 16b").unwrap(), 16);
-    assert!(p.run_until(Duration::from_secs(1), |p| p.b.recv_available(s).unwrap() == 16));
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.recv_available(s).unwrap()
+            == 16)
+    );
     let mut buf = [0u8; 64];
     let now = p.now;
     assert_eq!(p.b.recv(now, s, &mut buf).unwrap(), 16);
     assert_eq!(&buf[..16], b"hello world, 16b");
     assert_eq!(p.b.send(now, s, b"response 16 byte").unwrap(), 16);
-    assert!(p.run_until(Duration::from_secs(1), |p| p.a.recv_available(c).unwrap() == 16));
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.a.recv_available(c).unwrap()
+            == 16)
+    );
     let now = p.now;
     assert_eq!(p.a.recv(now, c, &mut buf).unwrap(), 16);
     assert_eq!(&buf[..16], b"response 16 byte");
 
     p.a.close(now, c).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.b.state(s) == Ok(TcpState::CloseWait)));
+    assert!(p.run_until(Duration::from_secs(1), |p| p.b.state(s)
+        == Ok(TcpState::CloseWait)));
     let now = p.now;
     assert_eq!(p.b.recv(now, s, &mut buf), Ok(0));
     p.b.close(now, s).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.b.connection_count() == 0
-        && p.a.connection_count() == 0));
-    assert_eq!(p.a.time_wait().len(), 1, "the side that closed first holds TIME_WAIT");
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.connection_count() == 0
+            && p.a.connection_count() == 0)
+    );
+    assert_eq!(
+        p.a.time_wait().len(),
+        1,
+        "the side that closed first holds TIME_WAIT"
+    );
     assert_eq!(p.b.time_wait().len(), 0);
     assert_eq!(p.b.counters().closed_orderly, 1);
     // After 2*MSL (60 s by default) the entry expires.
@@ -49,15 +66,21 @@ fn server_close_first_leaves_time_wait_on_server() {
     let mut p = Pair::default_pair();
     let l = p.b.listen(sa(B_IP, 80), 16).unwrap();
     let c = p.a.connect(p.now, sa(B_IP, 80), None).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap() == 1));
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap()
+            == 1)
+    );
     let s = p.b.accept(l).unwrap().unwrap();
     let now = p.now;
     p.b.close(now, s).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c) == Ok(TcpState::CloseWait)));
+    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c)
+        == Ok(TcpState::CloseWait)));
     let now = p.now;
     p.a.close(now, c).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.a.connection_count() == 0
-        && p.b.connection_count() == 0));
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.a.connection_count() == 0
+            && p.b.connection_count() == 0)
+    );
     assert_eq!(p.b.time_wait().len(), 1);
     assert_eq!(p.a.time_wait().len(), 0);
 }
@@ -66,7 +89,8 @@ fn server_close_first_leaves_time_wait_on_server() {
 fn connect_to_closed_port_is_refused() {
     let mut p = Pair::default_pair();
     let c = p.a.connect(p.now, sa(B_IP, 81), None).unwrap();
-    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c) == Ok(TcpState::Closed)));
+    assert!(p.run_until(Duration::from_secs(1), |p| p.a.state(c)
+        == Ok(TcpState::Closed)));
     let now = p.now;
     let mut buf = [0u8; 4];
     assert_eq!(

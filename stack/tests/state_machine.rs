@@ -42,12 +42,17 @@ fn passive_open_answers_syn_with_syn_ack_and_options() {
     assert_eq!(r.mss, Some(1460));
     assert!(r.wscale.is_some());
     assert!(r.sack_permitted);
-    assert_eq!(r.timestamp.map(|t| t.1), Some(777), "TSecr echoes the SYN's TSval");
-    assert_eq!(h.stack.accept(l).unwrap(), None, "not accepted before the final ACK");
     assert_eq!(
-        h.stack.state_counts()[TcpState::SynReceived.index()].1,
-        1
+        r.timestamp.map(|t| t.1),
+        Some(777),
+        "TSecr echoes the SYN's TSval"
     );
+    assert_eq!(
+        h.stack.accept(l).unwrap(),
+        None,
+        "not accepted before the final ACK"
+    );
+    assert_eq!(h.stack.state_counts()[TcpState::SynReceived.index()].1, 1);
 }
 
 #[test]
@@ -105,7 +110,10 @@ fn in_order_data_is_delivered_and_acked_after_the_delayed_ack_timer() {
     let mut h = Harness::new(Config::default());
     let (iss, c) = established(&mut h);
     h.send(h.seg("PA", 1001, iss + 1), b"abcd");
-    assert!(h.replies().is_empty(), "one segment waits for the delayed ACK");
+    assert!(
+        h.replies().is_empty(),
+        "one segment waits for the delayed ACK"
+    );
     h.advance(Duration::from_millis(41));
     let r = h.one();
     assert_eq!(r.ack, 1005);
@@ -242,7 +250,11 @@ fn fin_moves_established_to_close_wait_and_is_acked() {
     assert_eq!(fin.seq, iss + 1);
     h.send(h.seg("A", 1002, iss + 2), &[]);
     assert_eq!(h.stack.connection_count(), 0);
-    assert_eq!(h.stack.time_wait().len(), 0, "passive closer holds no TIME_WAIT");
+    assert_eq!(
+        h.stack.time_wait().len(),
+        0,
+        "passive closer holds no TIME_WAIT"
+    );
 }
 
 #[test]
@@ -313,7 +325,10 @@ fn three_dup_acks_trigger_fast_retransmit() {
         h.send(h.seg("A", 1001, iss + 1), &[]);
     }
     let r = h.replies();
-    assert!(r.iter().any(|s| s.seq == iss + 1 && !s.payload.is_empty()), "{r:?}");
+    assert!(
+        r.iter().any(|s| s.seq == iss + 1 && !s.payload.is_empty()),
+        "{r:?}"
+    );
     assert_eq!(h.stack.counters().fast_retransmits, 1);
 }
 

@@ -81,7 +81,8 @@ impl Pair {
         if self.keep_log {
             self.log.push((to_b, p.to_vec()));
         }
-        self.wire.push_back((self.now + self.latency, to_b, p.to_vec()));
+        self.wire
+            .push_back((self.now + self.latency, to_b, p.to_vec()));
     }
 
     /// Delivers everything due now.
