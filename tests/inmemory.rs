@@ -199,12 +199,14 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
     assert_eq!(net.b.time_wait().len(), 0);
     let st = net.pipe.stats();
     eprintln!(
-        "bulk {total} B each way: a->b lost {} dup {} reordered {}; retransmits a={} b={}; simulated {:.1}s",
+        "bulk {total} B each way: a->b lost {} dup {} reordered {}; retransmits a={} b={}; fast a={} rto a={}; simulated {:.1}s",
         st.a_to_b.lost,
         st.a_to_b.duplicated,
         st.a_to_b.reordered,
         net.a.counters().retransmits,
         net.b.counters().retransmits,
+        net.a.counters().fast_retransmits,
+        net.a.counters().rto_timeouts,
         net.now.micros() as f64 / 1e6
     );
 }

@@ -311,6 +311,10 @@ pub(crate) struct Tcb {
     recover: SeqNum,
     in_recovery: bool,
     rtx_one: bool,
+    /// SACK scoreboard (RFC 6675): sorted, disjoint ranges above SND.UNA the peer holds.
+    sacked: Vec<(SeqNum, SeqNum)>,
+    /// In SACK recovery: holes below this were already retransmitted in this episode.
+    rtx_high: SeqNum,
 
     // Timers.
     pub rtx_at: Option<Instant>,
@@ -415,6 +419,8 @@ impl Tcb {
             recover: init.iss,
             in_recovery: false,
             rtx_one: false,
+            sacked: Vec::new(),
+            rtx_high: init.iss,
             rtx_at: None,
             delack_at: None,
             keepalive_at: None,
@@ -488,6 +494,9 @@ impl Tcb {
         if self.syn_pending || self.ack_now || self.rtx_one || self.probe_pending {
             return true;
         }
+        if self.in_recovery && self.next_hole().is_some() && self.pipe() < self.cwnd {
+            return true;
+        }
         if self.keepalive_pending {
             return true;
         }
@@ -508,12 +517,91 @@ impl Tcb {
     }
 
     fn usable_window(&self) -> u32 {
-        let wnd = self.snd_wnd.min(self.cwnd.max(self.snd_mss as u32));
-        let limit = self.snd_una + wnd;
-        if limit > self.snd_nxt {
+        let limit = self.snd_una + self.snd_wnd;
+        let by_rwnd = if limit > self.snd_nxt {
             limit - self.snd_nxt
         } else {
             0
+        };
+        // RFC 6675 §5: in SACK recovery the congestion window is compared with the
+        // estimated pipe, not with everything outstanding.
+        let mut cwnd = self.cwnd.max(self.snd_mss as u32);
+        if !self.in_recovery && self.dupacks > 0 && self.dupacks < 3 {
+            // Limited Transmit (RFC 3042): each of the first two duplicate ACKs lets one
+            // new segment out, to draw the ACKs that fast retransmit needs.
+            cwnd = cwnd.saturating_add(self.dupacks * self.snd_mss as u32);
+        }
+        let pipe = if self.in_recovery && self.sack_ok {
+            self.pipe()
+        } else {
+            self.snd_nxt - self.snd_una
+        };
+        by_rwnd.min(cwnd.saturating_sub(pipe))
+    }
+
+    /// Bytes the peer reported holding above SND.UNA.
+    fn sacked_bytes(&self) -> u32 {
+        self.sacked.iter().map(|(l, r)| *r - *l).sum()
+    }
+
+    /// RFC 6675 pipe, simplified: outstanding bytes not known to have arrived.
+    fn pipe(&self) -> u32 {
+        self.flight().saturating_sub(self.sacked_bytes())
+    }
+
+    /// The first not-yet-retransmitted hole below the highest SACKed byte: (start, len).
+    fn next_hole(&self) -> Option<(SeqNum, u32)> {
+        if !self.sack_ok {
+            return None;
+        }
+        let mut at = self.rtx_high.max(self.snd_una);
+        for (l, r) in &self.sacked {
+            if at < *l {
+                return Some((at, *l - at));
+            }
+            at = at.max(*r);
+        }
+        None
+    }
+
+    /// Merges the SACK blocks of an incoming ACK into the scoreboard.
+    fn update_scoreboard(&mut self, seg: &Segment<'_>) {
+        if !self.sack_ok {
+            return;
+        }
+        let (una, max) = (self.snd_una, self.snd_max);
+        self.sacked.retain_mut(|(l, r)| {
+            if *r <= una {
+                return false;
+            }
+            *l = (*l).max(una);
+            true
+        });
+        for (l, r) in seg.opts.sack.iter().flatten() {
+            // Ignore blocks outside what we sent (RFC 2018 §8: they may be forged or old).
+            if !(*l < *r && *l >= una && *r <= max) {
+                continue;
+            }
+            let (mut nl, mut nr) = (*l, *r);
+            self.sacked.retain(|(bl, br)| {
+                if *br >= nl && *bl <= nr {
+                    nl = nl.min(*bl);
+                    nr = nr.max(*br);
+                    false
+                } else {
+                    true
+                }
+            });
+            let pos = self
+                .sacked
+                .iter()
+                .position(|(bl, _)| *bl > nl)
+                .unwrap_or(self.sacked.len());
+            self.sacked.insert(pos, (nl, nr));
+        }
+        // Bound the scoreboard: a peer cannot make it grow without limit.
+        if self.sacked.len() > 64 {
+            self.sacked.drain(..self.sacked.len() - 64);
         }
     }
 
@@ -1021,6 +1109,7 @@ impl Tcb {
         if seg.ack > self.snd_una {
             self.ack_advance(now, seg);
         }
+        self.update_scoreboard(seg);
         // Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
         let wnd = (seg.window as u32) << self.snd_wscale;
         let window_changed = wnd != self.snd_wnd;
@@ -1040,6 +1129,14 @@ impl Tcb {
             && self.flight() > 0
         {
             self.on_dupack(rep);
+        } else if self.sack_ok
+            && !self.in_recovery
+            && self.snd_una >= self.recover
+            && self.sacked_bytes() > (self.dup_thresh() - 1) * self.snd_mss as u32
+        {
+            // RFC 6675 §5 (IsLost): enough SACKed data above SND.UNA means loss, even
+            // when window updates kept the duplicate-ACK count low.
+            self.enter_recovery(rep);
         }
         // A zero window with data waiting arms the persist timer (RFC 9293 §3.8.6.1).
         if self.snd_wnd == 0 && self.data_end() > self.snd_nxt && self.rtx_at.is_none() {
@@ -1101,7 +1198,10 @@ impl Tcb {
                 self.cwnd = self.ssthresh.max(2 * mss);
             } else {
                 // Partial ACK: retransmit the next hole, deflate (RFC 6582 §3.2 step 4).
-                self.rtx_one = true;
+                // With SACK the scoreboard finds the holes.
+                if !self.sack_ok || self.sacked.is_empty() {
+                    self.rtx_one = true;
+                }
                 self.cwnd = self.cwnd.saturating_sub(acked).saturating_add(mss).max(mss);
             }
         } else if self.cwnd < self.ssthresh {
@@ -1143,15 +1243,41 @@ impl Tcb {
             self.cwnd = self.cwnd.saturating_add(mss);
             return;
         }
-        if self.dupacks == 3 && self.snd_una >= self.recover {
-            self.ssthresh = (self.flight() / 2).max(2 * mss);
-            self.cwnd = self.ssthresh + 3 * mss;
-            self.recover = self.snd_max;
-            self.in_recovery = true;
-            self.rtx_one = true;
-            self.rtt_probe = None;
-            rep.fast_retransmits += 1;
+        if self.dupacks >= self.dup_thresh() && self.snd_una >= self.recover {
+            self.enter_recovery(rep);
         }
+    }
+
+    /// DupThresh: 3, lowered by Early Retransmit (RFC 5827 §3) when fewer than four
+    /// segments are outstanding, since then three duplicate ACKs can never arrive.
+    fn dup_thresh(&self) -> u32 {
+        let mss = self.snd_mss as u32;
+        let segs = self.flight().div_ceil(mss);
+        if segs < 4 {
+            segs.saturating_sub(1).max(1)
+        } else {
+            3
+        }
+    }
+
+    /// Fast retransmit and recovery: NewReno (RFC 6582) without SACK, the RFC 6675
+    /// scoreboard with it.
+    fn enter_recovery(&mut self, rep: &mut Report) {
+        let mss = self.snd_mss as u32;
+        self.ssthresh = (self.flight() / 2).max(2 * mss);
+        self.cwnd = if self.sack_ok {
+            self.ssthresh
+        } else {
+            self.ssthresh + 3 * mss
+        };
+        self.recover = self.snd_max;
+        self.in_recovery = true;
+        self.rtx_high = self.snd_una;
+        // RFC 6675 §5 step 4.3 / RFC 6582: the first presumed-lost segment goes out at
+        // once, whatever the pipe says.
+        self.rtx_one = true;
+        self.rtt_probe = None;
+        rep.fast_retransmits += 1;
     }
 
     /// Accepts in-window payload into the receive buffer or the out-of-order store.
@@ -1386,6 +1512,7 @@ impl Tcb {
                 self.dupacks = 0;
                 self.rtt_probe = None;
                 self.snd_nxt = self.snd_una;
+                self.rtx_high = self.snd_una;
                 self.rto = (self.rto * 2).min(self.rto_max);
                 self.rtx_at = Some(now + self.rto);
                 Disposition::Keep
@@ -1458,9 +1585,23 @@ impl Tcb {
         }
         if self.rtx_one {
             self.rtx_one = false;
-            let n = self.emit_data_at(now, buf, self.snd_una, true);
+            let len = match self.next_hole() {
+                Some((seq, len)) if seq == self.snd_una => len,
+                _ => u32::MAX,
+            };
+            let n = self.emit_data_at(now, buf, self.snd_una, true, len);
             if n.is_some() {
+                let sent = len.min(self.seg_payload() as u32);
+                self.rtx_high = self.rtx_high.max(self.snd_una + sent);
                 return n;
+            }
+        }
+        if self.in_recovery && self.pipe() < self.cwnd {
+            if let Some((seq, len)) = self.next_hole() {
+                self.rtx_high = seq + len.min(self.seg_payload() as u32);
+                if let Some(n) = self.emit_data_at(now, buf, seq, true, len) {
+                    return Some(n);
+                }
             }
         }
         if let Some(n) = self.emit_data(now, buf) {
@@ -1535,6 +1676,18 @@ impl Tcb {
 
     /// New data (or a retransmission after RTO) within the window, or a bare FIN.
     fn emit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Going back after an RTO: what the peer SACKed is not sent again.
+        let mut cap = u32::MAX;
+        if self.snd_nxt < self.snd_max {
+            for (l, r) in &self.sacked {
+                if self.snd_nxt >= *l && self.snd_nxt < *r {
+                    self.snd_nxt = *r;
+                } else if self.snd_nxt < *l {
+                    cap = *l - self.snd_nxt;
+                    break;
+                }
+            }
+        }
         let end = self.data_end();
         let unsent = if end > self.snd_nxt {
             (end - self.snd_nxt) as usize
@@ -1559,7 +1712,7 @@ impl Tcb {
             {
                 return None;
             }
-            return self.emit_data_at(now, buf, self.snd_nxt, false);
+            return self.emit_data_at(now, buf, self.snd_nxt, false, cap);
         }
         if self.fin_queued && self.can_send_fin() && self.snd_nxt == end {
             let mut seg = self.base_segment(now, false);
@@ -1586,6 +1739,7 @@ impl Tcb {
         buf: &mut [u8],
         seq: SeqNum,
         retransmit: bool,
+        max_len: u32,
     ) -> Option<usize> {
         let end = self.data_end();
         if seq < self.buf_seq || seq >= end {
@@ -1602,7 +1756,7 @@ impl Tcb {
         }
         let off = (seq - self.buf_seq) as usize;
         let avail = (end - seq) as usize;
-        let mut len = avail.min(self.seg_payload());
+        let mut len = avail.min(self.seg_payload()).min(max_len as usize);
         if !retransmit {
             len = len.min(self.usable_window() as usize);
         }
