@@ -293,11 +293,12 @@ impl Stack {
     /// A host with no addresses yet. `seed` keys ISNs, timestamps offsets and the port
     /// allocator; pass real randomness outside of tests.
     pub fn new(cfg: Config, seed: [u8; 16]) -> Stack {
-        let tw = TimeWaitTable::new(
+        let tw = TimeWaitTable::with_seed(
             cfg.time_wait_lifetime(),
             cfg.max_time_wait,
             cfg.tw_overflow,
             cfg.rfc1337,
+            derive_secret(seed, 3),
         );
         Stack {
             ports: EphemeralPorts::new(cfg.ephemeral_ports, derive_secret(seed, 1)),
@@ -742,7 +743,7 @@ impl Stack {
         t.held = false;
         t.events = EventSet::default();
         if let Some((seq, ack)) = rst {
-            self.queue_rst(tuple, seq, Some(ack));
+            self.queue_rst(tuple, seq, Some(ack), false);
         }
         self.counters.aborted += 1;
         self.after(now, h.idx, before, Disposition::Closed, Report::default());
@@ -806,13 +807,16 @@ impl Stack {
             self.count_drop(DropReason::IcmpIgnored);
             return;
         }
-        self.push_ctrl(Control::Echo {
-            src: req.src,
-            dst: req.dst,
-            ident: req.ident,
-            seq_no: req.seq_no,
-            data: req.data.to_vec(),
-        });
+        self.push_ctrl(
+            true,
+            Control::Echo {
+                src: req.src,
+                dst: req.dst,
+                ident: req.ident,
+                seq_no: req.seq_no,
+                data: req.data.to_vec(),
+            },
+        );
     }
 
     fn on_tcp(&mut self, now: Instant, seg: &Segment<'_>) {
@@ -848,9 +852,9 @@ impl Stack {
             return;
         }
         if seg.flags.ack {
-            self.queue_rst(seg.tuple, seg.ack, None);
+            self.queue_rst(seg.tuple, seg.ack, None, true);
         } else {
-            self.queue_rst(seg.tuple, SeqNum(0), Some(seg.seq + seg.seg_len()));
+            self.queue_rst(seg.tuple, SeqNum(0), Some(seg.seq + seg.seg_len()), true);
         }
     }
 
@@ -897,20 +901,23 @@ impl Stack {
             Some(TwAction::Ack { seq, ack, tsecr }) => {
                 let timestamp = tsecr.map(|e| (self.ts_clock(now, &seg.tuple), e));
                 let window = self.cfg.recv_buffer.min(65535) as u16;
-                self.push_ctrl(Control::Tcp {
-                    tuple: seg.tuple,
-                    seg: OutSegment {
-                        seq,
-                        ack,
-                        flags: Flags {
-                            ack: true,
-                            ..Flags::default()
+                self.push_ctrl(
+                    true,
+                    Control::Tcp {
+                        tuple: seg.tuple,
+                        seg: OutSegment {
+                            seq,
+                            ack,
+                            flags: Flags {
+                                ack: true,
+                                ..Flags::default()
+                            },
+                            window,
+                            timestamp,
+                            ..OutSegment::default()
                         },
-                        window,
-                        timestamp,
-                        ..OutSegment::default()
                     },
-                });
+                );
             }
             Some(TwAction::Reopen { old }) => {
                 self.counters.time_wait_reopened += 1;
@@ -927,25 +934,31 @@ impl Stack {
         (now.millis() as u32).wrapping_add(self.ts_gen.isn(Instant::ZERO, tuple).raw())
     }
 
-    fn queue_rst(&mut self, tuple: FourTuple, seq: SeqNum, ack: Option<SeqNum>) {
+    fn queue_rst(&mut self, tuple: FourTuple, seq: SeqNum, ack: Option<SeqNum>, bounded: bool) {
         self.counters.rst_sent += 1;
-        self.push_ctrl(Control::Tcp {
-            tuple,
-            seg: OutSegment {
-                seq,
-                ack: ack.unwrap_or_default(),
-                flags: Flags {
-                    rst: true,
-                    ack: ack.is_some(),
-                    ..Flags::default()
+        self.push_ctrl(
+            bounded,
+            Control::Tcp {
+                tuple,
+                seg: OutSegment {
+                    seq,
+                    ack: ack.unwrap_or_default(),
+                    flags: Flags {
+                        rst: true,
+                        ack: ack.is_some(),
+                        ..Flags::default()
+                    },
+                    ..OutSegment::default()
                 },
-                ..OutSegment::default()
             },
-        });
+        );
     }
 
-    fn push_ctrl(&mut self, c: Control) {
-        if self.ctrl.len() >= MAX_CONTROL_QUEUE {
+    fn push_ctrl(&mut self, bounded: bool, c: Control) {
+        // Answers to incoming packets are bounded (a flood must not grow memory); packets
+        // that finish one of our own connections (abort RST, final ACK) are never dropped:
+        // they are bounded by the connection count already.
+        if bounded && self.ctrl.len() >= MAX_CONTROL_QUEUE {
             self.counters.control_queue_drops += 1;
             return;
         }
@@ -964,7 +977,7 @@ impl Stack {
             Disposition::Keep => {}
             Disposition::SendRst { seq, ack } => {
                 let tuple = t.tuple;
-                self.queue_rst(tuple, seq, ack);
+                self.queue_rst(tuple, seq, ack, true);
             }
             Disposition::ChallengeAck => {
                 let sec = now.micros() / 1_000_000;
@@ -993,9 +1006,9 @@ impl Stack {
                             self.events.push_back(EventRef::Listener(li));
                         }
                         if let Some(t) = self.slots[idx as usize].item.as_mut() {
-                            // The listener holds it for the application until accepted.
+                            // The listener holds it for the application until accepted;
+                            // its events (data may have come with the final ACK) wait.
                             t.held = true;
-                            t.events = EventSet::default();
                         }
                     }
                     None => {
@@ -1003,7 +1016,7 @@ impl Stack {
                         if let Some(t) = self.slots[idx as usize].item.as_mut() {
                             let tuple = t.tuple;
                             if let Some((seq, ack)) = t.abort() {
-                                self.queue_rst(tuple, seq, Some(ack));
+                                self.queue_rst(tuple, seq, Some(ack), false);
                             }
                             after_state = TcpState::Closed;
                         }
@@ -1095,7 +1108,7 @@ impl Stack {
     }
 
     fn ctrl_ack(&mut self, tuple: FourTuple, seg: OutSegment) {
-        self.push_ctrl(Control::Tcp { tuple, seg });
+        self.push_ctrl(false, Control::Tcp { tuple, seg });
     }
 
     fn free_slot(&mut self, idx: u32) {
@@ -1262,7 +1275,7 @@ impl Stack {
                 if before.synchronized() {
                     let tuple = t.tuple;
                     let (seq, ack) = t.rst_fields();
-                    self.queue_rst(tuple, seq, Some(ack));
+                    self.queue_rst(tuple, seq, Some(ack), false);
                 }
                 d
             } else {

@@ -1,143 +1,1889 @@
-//! TEMP stub.
-use crate::{config::TwOverflow, FourTuple, Instant, SeqNum};
+//! The TIME_WAIT table: what is left of a connection after this host closed first.
+//!
+//! It owns, for each 4-tuple in TIME-WAIT, exactly what RFC 9293 §3.10.7.4 needs to answer
+//! stray segments (snd_nxt, rcv_nxt, TS.Recent when RFC 7323 timestamps were in use) and the
+//! 2*MSL expiry, and it decides what each arriving segment gets ([`TwAction`]). It never
+//! builds or sends packets and never reads a clock: every entry point takes `now`.
+//!
+//! # Storage
+//!
+//! All entries share one lifetime, so expiry order is insertion order: entries live in a ring
+//! (`VecDeque`) of compact slots in expiry order, and expiring is popping from the front,
+//! O(1) per entry. A `hashbrown::HashTable<u32>` indexes the ring by 4-tuple: it stores the
+//! slot's *absolute position* (a wrapping counter; ring index = position - position of the
+//! front), and hashes/compares by reading the key out of the ring, so the index costs
+//! 4 bytes + 1 control byte per bucket and the key is stored once.
+//!
+//! Removing an entry from the middle (remove, RST, reopen, eviction) marks its slot dead (a
+//! tombstone) and deletes it from the index; restarting the 2MSL timer (retransmitted FIN,
+//! re-insert) kills the old slot and pushes a fresh one at the tail. Dead slots are popped
+//! as soon as they reach the front, and the ring is compacted when dead slots outnumber
+//! live ones, so the ring never holds more than about twice the live entries.
+//!
+//! An IPv4 slot is 28 bytes: the 12-byte key, snd_nxt, rcv_nxt, TS.Recent and one `u32`
+//! holding the alive flag, the has-timestamp flag and the expiry in milliseconds relative to
+//! the table's epoch (30 bits: about 12.4 days). The epoch is rebased, an O(n) pass, only
+//! when an expiry would leave that range, so at most once every ~6 days of table time. Every
+//! other tuple (IPv6, or mixed families) goes into a second lane of the same shape keyed by
+//! the whole [`FourTuple`], which is exact but less compact.
+//!
+//! Expiries are kept at millisecond resolution and rounded up: an entry never expires early,
+//! and at most 1 ms late.
+//!
+//! # Hashing
+//!
+//! Remote peers choose the remote half of every key, so the index uses a keyed hash:
+//! SipHash-1-3 (`siphasher`) with a per-table key. [`TimeWaitTable::with_seed`] takes the key
+//! from the caller (the stack passes its secret); [`TimeWaitTable::new`] draws one from
+//! hashbrown's default `RandomState` (ASLR and time seeded). foldhash alone would be ~3x
+//! cheaper per hash, but it documents itself as only "minimally DoS-resistant"; at millions
+//! of entries a lookup is dominated by the cache miss anyway. The seed never changes behaviour,
+//! only bucket placement: iteration follows the ring, so it is deterministic.
+
+use core::hash::{BuildHasher, Hash, Hasher};
 use core::time::Duration;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-/// stub
-#[derive(Copy, Clone, Debug)]
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
+
+use hashbrown::{HashMap, HashTable};
+use siphasher::sip::SipHasher13;
+
+use crate::config::TwOverflow;
+use crate::seq::SeqNum;
+use crate::time::Instant;
+use crate::tuple::FourTuple;
+
+/// What a connection hands to the table when it enters TIME-WAIT.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct TimeWaitState {
+    /// SND.NXT at the close: the sequence number of our next (never sent) byte, past our FIN.
     pub snd_nxt: SeqNum,
+    /// RCV.NXT at the close: past the peer's FIN.
     pub rcv_nxt: SeqNum,
+    /// TS.Recent (RFC 7323 §4.3) when both sides used timestamps, else `None`.
     pub ts_recent: Option<u32>,
 }
-/// stub
-#[derive(Copy, Clone, Debug, PartialEq)]
+
+/// One TIME_WAIT entry as the table reports it.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub struct TimeWaitEntry {
+    /// The exact 4-tuple of the closed connection.
     pub tuple: FourTuple,
+    /// SND.NXT of the closed connection.
     pub snd_nxt: SeqNum,
+    /// RCV.NXT of the closed connection.
     pub rcv_nxt: SeqNum,
+    /// TS.Recent when timestamps were in use.
     pub ts_recent: Option<u32>,
+    /// When the 2MSL timer was last (re)started: `expires - lifetime`.
     pub last_seen: Instant,
+    /// When the entry expires (millisecond resolution, rounded up).
     pub expires: Instant,
 }
-/// stub
+
+/// Outcome of [`TimeWaitTable::insert`].
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum TwInsert {
+    /// A new entry was added.
     Inserted,
+    /// The tuple already had an entry; it was overwritten and its timer restarted.
     Replaced,
+    /// The table was full: this (oldest) entry was evicted to make room, and the new entry
+    /// was added ([`TwOverflow::EvictOldest`]).
     EvictedOldest(FourTuple),
+    /// The table was full under [`TwOverflow::DropNew`]: nothing was inserted.
     Dropped,
 }
-/// stub
+
+/// The parts of an arriving segment that TIME-WAIT processing looks at.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
 pub struct TwSegment {
+    /// SEG.SEQ.
     pub seq: SeqNum,
+    /// SEG.ACK when the ACK bit is set.
     pub ack: Option<SeqNum>,
+    /// SYN bit.
     pub syn: bool,
+    /// FIN bit.
     pub fin: bool,
+    /// RST bit.
     pub rst: bool,
+    /// Payload bytes (not counting SYN or FIN).
     pub payload_len: usize,
+    /// TSval of the RFC 7323 timestamp option, when present.
     pub tsval: Option<u32>,
 }
-/// stub
+
+/// What the caller must do with a segment that hit a TIME_WAIT entry.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum TwAction {
+    /// Answer with an ACK: seq = entry snd_nxt, ack = entry rcv_nxt, tsecr = ts_recent when timestamps were in use.
     Ack {
+        /// SEG.SEQ of the ACK to send (the entry's snd_nxt).
         seq: SeqNum,
+        /// SEG.ACK of the ACK to send (the entry's rcv_nxt).
         ack: SeqNum,
+        /// TSecr to echo, when timestamps were in use.
         tsecr: Option<u32>,
     },
+    /// SYN may reopen: the entry has been removed; the caller hands the SYN to a listener and must choose an ISN greater than `old.snd_nxt` (use `reopen_isn_floor`).
     Reopen {
+        /// The removed entry.
         old: TimeWaitEntry,
     },
+    /// RST accepted (only when rfc1337 is false and seq == rcv_nxt): entry removed.
     ResetAccepted,
+    /// Nothing to send (RST ignored per RFC 1337, or an acceptable pure ACK with nothing in it).
     Ignore,
 }
-/// stub
-pub struct TimeWaitTable {
-    m: HashMap<FourTuple, TimeWaitEntry>,
-    life: Duration,
+
+/// Counters of everything the table did, since it was created.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwStats {
+    /// New entries added (including those that evicted another).
+    pub inserted: u64,
+    /// Inserts that overwrote an existing entry for the same tuple.
+    pub replaced: u64,
+    /// Entries dropped by [`TimeWaitTable::expire`] (or by an insert into a full table).
+    pub expired: u64,
+    /// Entries taken out with [`TimeWaitTable::remove`].
+    pub removed: u64,
+    /// Entries ended by a SYN that may reopen the tuple.
+    pub reopened: u64,
+    /// SYNs refused as old duplicates (answered with an ACK).
+    pub old_duplicates: u64,
+    /// Retransmitted FINs re-ACKed (each restarted the timer).
+    pub fin_reacked: u64,
+    /// ACKs the caller was told to send.
+    pub acks_sent: u64,
+    /// RSTs ignored (RFC 1337, or not exactly at rcv_nxt).
+    pub rst_ignored: u64,
+    /// RSTs that ended an entry.
+    pub rst_accepted: u64,
+    /// Segments rejected by PAWS (RFC 7323 §5).
+    pub paws_rejected: u64,
+    /// Entries evicted because the table was full.
+    pub evicted_oldest: u64,
+    /// New entries refused because the table was full.
+    pub dropped_full: u64,
 }
-/// stub
+
+/// Lowest acceptable ISN for a reopened incarnation: old snd_nxt + 65537 (as Linux does), so the new ISN is above everything the old one sent.
+///
+/// RFC 1122 §4.2.2.13 lets a SYN reopen TIME-WAIT only if the new connection's ISN is
+/// larger than the largest sequence number used for the previous one; 65537 is Linux's
+/// margin (one maximal unscaled window plus one) in `tcp_timewait_state_process`.
 pub fn reopen_isn_floor(old: &TimeWaitEntry) -> SeqNum {
     old.snd_nxt + 65537u32
 }
-impl TimeWaitTable {
-    /// stub
-    pub fn new(lifetime: Duration, _cap: usize, _o: TwOverflow, _r: bool) -> Self {
-        TimeWaitTable {
-            m: HashMap::new(),
-            life: lifetime,
+
+/// Slot flag: the slot is a live entry (else a tombstone awaiting removal).
+const ALIVE: u32 = 1 << 31;
+/// Slot flag: `ts_recent` is meaningful.
+const HAS_TS: u32 = 1 << 30;
+/// Low 30 bits of `meta`: expiry in ms after the table's epoch (~12.4 days of range).
+const EXP_MASK: u32 = HAS_TS - 1;
+/// Longest supported lifetime: half the expiry range (~6.2 days), so that a rebase always
+/// buys at least another lifetime of room. Windows' 240 s maximum is far below it.
+pub const MAX_LIFETIME: Duration = Duration::from_millis(EXP_MASK as u64 / 2);
+/// Largest supported cap: slot positions are `u32` and the ring holds at most about twice
+/// the live entries.
+pub const MAX_CAP: usize = 1 << 30;
+/// Tombstones tolerated regardless of the live count, so small tables don't compact often.
+const MIN_COMPACT: usize = 64;
+/// Capacities below this are never shrunk.
+const MIN_SHRINK: usize = 1024;
+
+/// SipHash-1-3 with a fixed per-table key, as a `BuildHasher`.
+#[derive(Clone, Copy)]
+struct SipBuild {
+    k0: u64,
+    k1: u64,
+}
+
+impl BuildHasher for SipBuild {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+/// A key type of one lane.
+trait Key: Copy + Eq + Hash {
+    /// The local half, for the local-port policy counts.
+    type Local: Copy + Eq + Hash;
+    fn local(&self) -> Self::Local;
+    fn tuple(&self) -> FourTuple;
+}
+
+/// Compact IPv4 key: 12 bytes, alignment 4.
+#[derive(Copy, Clone, PartialEq, Eq)]
+struct V4Key {
+    local_ip: u32,
+    remote_ip: u32,
+    local_port: u16,
+    remote_port: u16,
+}
+
+impl Hash for V4Key {
+    // Two writes instead of four: SipHash cost is per compression round, and this keeps
+    // the 12 bytes in one and a half words. Consistent with the derived `Eq`.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(((self.local_ip as u64) << 32) | self.remote_ip as u64);
+        h.write_u32(((self.local_port as u32) << 16) | self.remote_port as u32);
+    }
+}
+
+impl Key for V4Key {
+    type Local = (u32, u16);
+    fn local(&self) -> (u32, u16) {
+        (self.local_ip, self.local_port)
+    }
+    fn tuple(&self) -> FourTuple {
+        FourTuple::new(
+            SocketAddr::V4(SocketAddrV4::new(self.local_ip.into(), self.local_port)),
+            SocketAddr::V4(SocketAddrV4::new(self.remote_ip.into(), self.remote_port)),
+        )
+    }
+}
+
+impl Key for FourTuple {
+    type Local = SocketAddr;
+    fn local(&self) -> SocketAddr {
+        self.local
+    }
+    fn tuple(&self) -> FourTuple {
+        *self
+    }
+}
+
+/// Which lane a tuple belongs to, with its key.
+enum Route {
+    V4(V4Key),
+    Wide(FourTuple),
+}
+
+fn route(t: &FourTuple) -> Route {
+    match (t.local, t.remote) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => Route::V4(V4Key {
+            local_ip: (*l.ip()).into(),
+            remote_ip: (*r.ip()).into(),
+            local_port: l.port(),
+            remote_port: r.port(),
+        }),
+        _ => Route::Wide(*t),
+    }
+}
+
+fn v4_local(a: &SocketAddrV4) -> (u32, u16) {
+    ((*a.ip()).into(), a.port())
+}
+
+/// One ring slot.
+#[derive(Copy, Clone)]
+struct Slot<K> {
+    key: K,
+    snd_nxt: u32,
+    rcv_nxt: u32,
+    ts_recent: u32,
+    /// ALIVE | HAS_TS | expiry offset (ms after the epoch).
+    meta: u32,
+}
+
+impl<K: Key> Slot<K> {
+    fn new(key: K, st: &TimeWaitState, exp_off: u32) -> Slot<K> {
+        Slot {
+            key,
+            snd_nxt: st.snd_nxt.raw(),
+            rcv_nxt: st.rcv_nxt.raw(),
+            ts_recent: st.ts_recent.unwrap_or(0),
+            meta: ALIVE | if st.ts_recent.is_some() { HAS_TS } else { 0 } | exp_off,
         }
     }
-    /// stub
-    pub fn insert(&mut self, now: Instant, tuple: FourTuple, s: TimeWaitState) -> TwInsert {
-        self.m.insert(
-            tuple,
-            TimeWaitEntry {
-                tuple,
-                snd_nxt: s.snd_nxt,
-                rcv_nxt: s.rcv_nxt,
-                ts_recent: s.ts_recent,
-                last_seen: now,
-                expires: now + self.life,
-            },
-        );
-        TwInsert::Inserted
+    fn alive(&self) -> bool {
+        self.meta & ALIVE != 0
     }
-    /// stub
-    pub fn get(&self, t: &FourTuple) -> Option<TimeWaitEntry> {
-        self.m.get(t).copied()
+    fn ts(&self) -> Option<u32> {
+        (self.meta & HAS_TS != 0).then_some(self.ts_recent)
     }
-    /// stub
-    pub fn contains(&self, t: &FourTuple) -> bool {
-        self.m.contains_key(t)
+    fn exp_off(&self) -> u32 {
+        self.meta & EXP_MASK
     }
-    /// stub
-    pub fn remove(&mut self, t: &FourTuple) -> Option<TimeWaitEntry> {
-        self.m.remove(t)
+    fn expires_us(&self, epoch_ms: u64) -> u64 {
+        (epoch_ms + self.exp_off() as u64).saturating_mul(1000)
     }
-    /// stub
+    fn entry(&self, epoch_ms: u64, lifetime_us: u64) -> TimeWaitEntry {
+        let expires = self.expires_us(epoch_ms);
+        TimeWaitEntry {
+            tuple: self.key.tuple(),
+            snd_nxt: SeqNum(self.snd_nxt),
+            rcv_nxt: SeqNum(self.rcv_nxt),
+            ts_recent: self.ts(),
+            last_seen: Instant::from_micros(expires.saturating_sub(lifetime_us)),
+            expires: Instant::from_micros(expires),
+        }
+    }
+    fn ack(&self) -> TwAction {
+        TwAction::Ack {
+            seq: SeqNum(self.snd_nxt),
+            ack: SeqNum(self.rcv_nxt),
+            tsecr: self.ts(),
+        }
+    }
+}
+
+/// One key family's ring + index + local counts. Invariant: the front slot, if any, is alive.
+struct Lane<K: Key> {
+    ring: VecDeque<Slot<K>>,
+    /// Absolute (wrapping) position of `ring[0]`.
+    head: u32,
+    /// Positions of live slots, hashed by their key.
+    index: HashTable<u32>,
+    /// Live entries per local half (entries with count 0 are removed).
+    locals: HashMap<K::Local, u32, SipBuild>,
+    live: usize,
+}
+
+impl<K: Key> Lane<K> {
+    fn new(hb: SipBuild) -> Lane<K> {
+        Lane {
+            ring: VecDeque::new(),
+            head: 0,
+            index: HashTable::new(),
+            locals: HashMap::with_hasher(hb),
+            live: 0,
+        }
+    }
+
+    fn rel(&self, pos: u32) -> usize {
+        pos.wrapping_sub(self.head) as usize
+    }
+
+    fn find(&self, hb: &SipBuild, key: &K) -> Option<u32> {
+        let (ring, head) = (&self.ring, self.head);
+        self.index
+            .find(hb.hash_one(key), |&p| {
+                ring[p.wrapping_sub(head) as usize].key == *key
+            })
+            .copied()
+    }
+
+    fn slot(&self, pos: u32) -> &Slot<K> {
+        &self.ring[self.rel(pos)]
+    }
+
+    /// Appends a slot, clamping its expiry to be no earlier than the tail's so the ring
+    /// stays in expiry order even if the driver's clock steps back.
+    fn push(&mut self, mut slot: Slot<K>) -> u32 {
+        if let Some(tail) = self.ring.back() {
+            if tail.exp_off() > slot.exp_off() {
+                slot.meta = (slot.meta & !EXP_MASK) | tail.exp_off();
+            }
+        }
+        let pos = self.head.wrapping_add(self.ring.len() as u32);
+        self.ring.push_back(slot);
+        pos
+    }
+
+    /// Adds a slot for a key that has no live entry.
+    fn insert_new(&mut self, hb: &SipBuild, slot: Slot<K>) {
+        let pos = self.push(slot);
+        let (ring, head) = (&self.ring, self.head);
+        self.index.insert_unique(hb.hash_one(slot.key), pos, |&p| {
+            hb.hash_one(ring[p.wrapping_sub(head) as usize].key)
+        });
+        self.live += 1;
+        *self.locals.entry(slot.key.local()).or_insert(0) += 1;
+    }
+
+    /// Ends the live entry at `pos`: tombstone, out of the index and the local counts.
+    /// The caller runs [`Lane::maintain`] afterwards.
+    fn kill(&mut self, hb: &SipBuild, pos: u32) -> Slot<K> {
+        let i = self.rel(pos);
+        let slot = self.ring[i];
+        debug_assert!(slot.alive());
+        self.ring[i].meta &= !ALIVE;
+        match self.index.find_entry(hb.hash_one(slot.key), |&q| q == pos) {
+            Ok(e) => {
+                e.remove();
+            }
+            Err(_) => debug_assert!(false, "live slot missing from index"),
+        }
+        self.live -= 1;
+        let local = slot.key.local();
+        match self.locals.get_mut(&local) {
+            Some(c) if *c > 1 => *c -= 1,
+            Some(_) => {
+                self.locals.remove(&local);
+            }
+            None => debug_assert!(false, "local count missing"),
+        }
+        slot
+    }
+
+    /// Replaces the live entry at `pos` by `slot` (same key) at the tail: the old slot
+    /// becomes a tombstone and the index is repointed. Returns the stored slot.
+    fn move_to_tail(&mut self, hb: &SipBuild, pos: u32, slot: Slot<K>) -> Slot<K> {
+        let i = self.rel(pos);
+        self.ring[i].meta &= !ALIVE;
+        let new_pos = self.push(slot);
+        match self.index.find_mut(hb.hash_one(slot.key), |&q| q == pos) {
+            Some(q) => *q = new_pos,
+            None => debug_assert!(false, "live slot missing from index"),
+        }
+        let stored = *self.slot(new_pos);
+        self.maintain(hb);
+        stored
+    }
+
+    /// Pops tombstones off the front and compacts when tombstones outnumber live entries.
+    fn maintain(&mut self, hb: &SipBuild) {
+        while self.ring.front().is_some_and(|s| !s.alive()) {
+            self.ring.pop_front();
+            self.head = self.head.wrapping_add(1);
+        }
+        if self.ring.len() - self.live > self.live.max(MIN_COMPACT) {
+            self.compact(hb);
+        }
+        self.shrink(hb);
+    }
+
+    /// Squeezes tombstones out of the ring, keeping order, and repoints the index.
+    /// O(ring length), paid for by the tombstones it removes.
+    fn compact(&mut self, hb: &SipBuild) {
+        let mut w = 0usize;
+        for r in 0..self.ring.len() {
+            let s = self.ring[r];
+            if !s.alive() {
+                continue;
+            }
+            if w != r {
+                self.ring[w] = s;
+                let old = self.head.wrapping_add(r as u32);
+                let new = self.head.wrapping_add(w as u32);
+                // No index value equals `new` here: positions below `r` that are still
+                // indexed were already rewritten to values below `w`.
+                match self.index.find_mut(hb.hash_one(s.key), |&q| q == old) {
+                    Some(q) => *q = new,
+                    None => debug_assert!(false, "live slot missing from index"),
+                }
+            }
+            w += 1;
+        }
+        self.ring.truncate(w);
+    }
+
+    /// Gives memory back once a structure is less than a quarter full (halving at 1/4
+    /// after doubling at full keeps resizes amortised O(1)).
+    fn shrink(&mut self, hb: &SipBuild) {
+        if self.ring.capacity() > MIN_SHRINK && self.ring.len() < self.ring.capacity() / 4 {
+            self.ring.shrink_to(self.ring.len() * 2);
+        }
+        if self.index.capacity() > MIN_SHRINK && self.index.len() < self.index.capacity() / 4 {
+            let (ring, head) = (&self.ring, self.head);
+            self.index.shrink_to(self.index.len() * 2, |&p| {
+                hb.hash_one(ring[p.wrapping_sub(head) as usize].key)
+            });
+        }
+        if self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4 {
+            self.locals.shrink_to(self.locals.len() * 2);
+        }
+    }
+
+    /// Expiry (µs) of the oldest live entry.
+    fn front_expiry(&self, epoch_ms: u64) -> Option<u64> {
+        self.ring.front().map(|s| s.expires_us(epoch_ms))
+    }
+
+    /// Removes the oldest live entry.
+    fn pop_oldest(&mut self, hb: &SipBuild) -> Option<Slot<K>> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let s = self.kill(hb, self.head);
+        self.maintain(hb);
+        Some(s)
+    }
+
+    fn expire(&mut self, hb: &SipBuild, now_us: u64, epoch_ms: u64) -> usize {
+        let mut n = 0;
+        while self.front_expiry(epoch_ms).is_some_and(|exp| exp <= now_us) {
+            self.kill(hb, self.head);
+            while self.ring.front().is_some_and(|s| !s.alive()) {
+                self.ring.pop_front();
+                self.head = self.head.wrapping_add(1);
+            }
+            n += 1;
+        }
+        self.shrink(hb);
+        n
+    }
+
+    /// Re-expresses every expiry relative to `new_epoch` (clamping the long-expired to 0).
+    fn rebase(&mut self, old_epoch: u64, new_epoch: u64) {
+        for s in self.ring.iter_mut() {
+            let abs = old_epoch + s.exp_off() as u64;
+            let off = abs.saturating_sub(new_epoch).min(EXP_MASK as u64) as u32;
+            s.meta = (s.meta & !EXP_MASK) | off;
+        }
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &K,
+        seg: &TwSegment,
+        restart_off: u32,
+    ) -> Option<TwAction> {
+        let hb = ctx.hb;
+        let pos = self.find(&hb, key)?;
+        let slot = *self.slot(pos);
+        let stats = &mut *ctx.stats;
+        let rcv_nxt = SeqNum(slot.rcv_nxt);
+
+        // RFC 9293 §3.10.7.4 (first/fourth check in TIME-WAIT) and RFC 1337: an RST in
+        // TIME-WAIT would assassinate the entry and expose the tuple to old duplicates,
+        // so by default it is ignored. Without RFC 1337 only an exact hit is believed
+        // (RFC 5961 §3.2 reasoning: blind RSTs must guess rcv_nxt exactly).
+        if seg.rst {
+            if !ctx.rfc1337 && seg.seq == rcv_nxt {
+                self.kill(&hb, pos);
+                self.maintain(&hb);
+                stats.rst_accepted += 1;
+                return Some(TwAction::ResetAccepted);
+            }
+            stats.rst_ignored += 1;
+            return Some(TwAction::Ignore);
+        }
+
+        let bare_syn = seg.syn && seg.ack.is_none();
+        // Signed age of the segment's TSval against TS.Recent (RFC 7323 §5.3: modular
+        // comparison); only meaningful when both sides used timestamps.
+        let ts_delta = match (slot.ts(), seg.tsval) {
+            (Some(recent), Some(tsval)) => Some(tsval.wrapping_sub(recent) as i32),
+            _ => None,
+        };
+
+        // PAWS, RFC 7323 §5.3 R1: a segment whose TSval is older than TS.Recent is an old
+        // duplicate; answer with an ACK and keep the timer (as gVisor; Linux restarts it).
+        // TS.Recent is at most one TIME-WAIT lifetime old (< 6.2 days, MAX_LIFETIME), so
+        // the 24-day invalidation of §5.5 never applies.
+        if ts_delta.is_some_and(|d| d < 0) {
+            stats.paws_rejected += 1;
+            if bare_syn {
+                stats.old_duplicates += 1;
+            }
+            stats.acks_sent += 1;
+            return Some(slot.ack());
+        }
+
+        // RFC 1122 §4.2.2.13 and RFC 6191 §2 (Linux tcp_timewait_state_process): a new
+        // SYN may reopen the tuple when it is provably not an old duplicate: its sequence
+        // number lies beyond everything the old incarnation received, or its timestamp is
+        // newer than anything it sent.
+        if bare_syn {
+            if seg.seq > rcv_nxt || ts_delta.is_some_and(|d| d > 0) {
+                let old = self.kill(&hb, pos);
+                self.maintain(&hb);
+                stats.reopened += 1;
+                return Some(TwAction::Reopen {
+                    old: old.entry(ctx.epoch_ms, ctx.lifetime_us),
+                });
+            }
+            stats.old_duplicates += 1;
+            stats.acks_sent += 1;
+            return Some(slot.ack());
+        }
+
+        // A SYN-ACK cannot belong to anything here: RFC 9293 §3.10.7.4 (SYN in a
+        // synchronized state) answers with an ACK (RFC 5961 §4 challenge ACK).
+        if seg.syn {
+            stats.acks_sent += 1;
+            return Some(slot.ack());
+        }
+
+        // RFC 9293 §3.10.7.4, eighth check, TIME-WAIT: "The only thing that can arrive in
+        // this state is a retransmission of the remote FIN. Acknowledge it, and restart
+        // the 2 MSL timeout." The retransmission ends exactly at rcv_nxt.
+        if seg.fin && seg.seq + seg.payload_len + 1u32 == rcv_nxt {
+            let mut new = slot;
+            if let (Some(_), Some(tsval)) = (ts_delta, seg.tsval) {
+                // RFC 7323 §4.3: not older (PAWS passed) and at rcv_nxt, so record it.
+                new.ts_recent = tsval;
+            }
+            new.meta = (slot.meta & (ALIVE | HAS_TS)) | restart_off;
+            let stored = self.move_to_tail(&hb, pos, new);
+            stats.fin_reacked += 1;
+            stats.acks_sent += 1;
+            return Some(stored.ack());
+        }
+
+        // An acceptable bare ACK (e.g. the peer's ACK of our FIN arriving late, or a
+        // keepalive-free duplicate) needs no answer; answering would start an ACK war.
+        if seg.payload_len == 0 && !seg.fin && seg.seq == rcv_nxt {
+            if let (Some(_), Some(tsval)) = (ts_delta, seg.tsval) {
+                // RFC 7323 §4.3 (as Linux does in TIME-WAIT).
+                let i = self.rel(pos);
+                self.ring[i].ts_recent = tsval;
+            }
+            return Some(TwAction::Ignore);
+        }
+
+        // Data or out-of-window: RFC 9293 §3.10.7.4 first check, send an ACK.
+        stats.acks_sent += 1;
+        Some(slot.ack())
+    }
+}
+
+/// What [`Lane::handle`] needs from the table besides the lane.
+struct Ctx<'a> {
+    hb: SipBuild,
+    stats: &'a mut TwStats,
+    rfc1337: bool,
+    epoch_ms: u64,
+    lifetime_us: u64,
+}
+
+/// The TIME_WAIT table: exact-4-tuple entries with one shared 2*MSL lifetime.
+///
+/// Getters: [`get`](Self::get), [`contains`](Self::contains), [`iter`](Self::iter),
+/// [`local_in_use`](Self::local_in_use), [`len`](Self::len), [`stats`](Self::stats),
+/// [`memory_bytes`](Self::memory_bytes), [`next_expiry`](Self::next_expiry).
+/// Inputs: [`handle_segment`](Self::handle_segment), [`expire`](Self::expire) (call it at
+/// `next_expiry`). Mutators: [`insert`](Self::insert), [`remove`](Self::remove),
+/// [`set_rfc1337`](Self::set_rfc1337).
+///
+/// `now` is expected not to go backwards; if it does, new expiries are clamped so that
+/// expiry order stays insertion order.
+pub struct TimeWaitTable {
+    v4: Lane<V4Key>,
+    wide: Lane<FourTuple>,
+    hb: SipBuild,
+    /// Expiry offsets in slots are milliseconds after this.
+    epoch_ms: u64,
+    lifetime: Duration,
+    lifetime_us: u64,
+    /// Lifetime in whole ms, rounded up.
+    lifetime_ms: u64,
+    cap: usize,
+    overflow: TwOverflow,
+    rfc1337: bool,
+    stats: TwStats,
+}
+
+impl core::fmt::Debug for TimeWaitTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TimeWaitTable")
+            .field("len", &self.len())
+            .field("cap", &self.cap)
+            .field("lifetime", &self.lifetime)
+            .field("overflow", &self.overflow)
+            .field("rfc1337", &self.rfc1337)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl TimeWaitTable {
+    /// A table whose entries last `lifetime` (2*MSL), holding at most `cap` entries, with
+    /// `overflow` applied when full and RSTs ignored when `rfc1337`.
+    ///
+    /// The hash key is drawn from hashbrown's default random state; use
+    /// [`with_seed`](Self::with_seed) to supply it. `lifetime` is clamped to
+    /// [`MAX_LIFETIME`] and `cap` to [`MAX_CAP`].
+    pub fn new(lifetime: Duration, cap: usize, overflow: TwOverflow, rfc1337: bool) -> Self {
+        let s = hashbrown::DefaultHashBuilder::default();
+        let k0 = s.hash_one(0x7469_6d65_5f77_6169u64);
+        let k1 = s.hash_one(k0 ^ 0x9e37_79b9_7f4a_7c15);
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&k0.to_le_bytes());
+        seed[8..].copy_from_slice(&k1.to_le_bytes());
+        Self::with_seed(lifetime, cap, overflow, rfc1337, seed)
+    }
+
+    /// Like [`new`](Self::new), with the SipHash key of the index given by the caller
+    /// (e.g. derived from the stack's secret), so bucket placement is unpredictable to peers.
+    pub fn with_seed(
+        lifetime: Duration,
+        cap: usize,
+        overflow: TwOverflow,
+        rfc1337: bool,
+        seed: [u8; 16],
+    ) -> Self {
+        if lifetime > MAX_LIFETIME {
+            log::warn!("TIME_WAIT lifetime {lifetime:?} clamped to {MAX_LIFETIME:?}");
+        }
+        let lifetime = lifetime.min(MAX_LIFETIME);
+        let lifetime_us = lifetime.as_micros() as u64;
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&seed[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&seed[8..]);
+        let k1 = u64::from_le_bytes(k);
+        let hb = SipBuild { k0, k1 };
+        TimeWaitTable {
+            v4: Lane::new(hb),
+            wide: Lane::new(hb),
+            hb,
+            epoch_ms: 0,
+            lifetime,
+            lifetime_us,
+            lifetime_ms: lifetime_us.div_ceil(1000),
+            cap: cap.min(MAX_CAP),
+            overflow,
+            rfc1337,
+            stats: TwStats::default(),
+        }
+    }
+
+    /// Expiry offset for an entry (re)started at `now`; rebases the epoch when needed.
+    fn expiry_offset(&mut self, now: Instant) -> u32 {
+        let want_ms = now.micros().saturating_add(self.lifetime_us).div_ceil(1000);
+        if self.v4.ring.is_empty() && self.wide.ring.is_empty() {
+            // Nothing stored: the epoch can move for free.
+            self.epoch_ms = want_ms - self.lifetime_ms.min(want_ms);
+        }
+        if want_ms < self.epoch_ms {
+            // The clock stepped back before the epoch; `push` clamps to the tail anyway.
+            return 0;
+        }
+        let off = want_ms - self.epoch_ms;
+        if off <= EXP_MASK as u64 {
+            return off as u32;
+        }
+        // Out of range (after ~6+ days of table time): one O(n) pass.
+        let new_epoch = want_ms - self.lifetime_ms;
+        self.v4.rebase(self.epoch_ms, new_epoch);
+        self.wide.rebase(self.epoch_ms, new_epoch);
+        self.epoch_ms = new_epoch;
+        self.lifetime_ms as u32
+    }
+
+    /// Puts `tuple` into TIME-WAIT as of `now` (expiry `now + lifetime`).
+    ///
+    /// An existing entry for the tuple is overwritten and moves to the tail. When the table
+    /// is full, entries already due at `now` are expired first; if it is still full, the
+    /// overflow policy applies. A cap of 0 stores nothing ([`TwInsert::Dropped`]).
+    pub fn insert(&mut self, now: Instant, tuple: FourTuple, state: TimeWaitState) -> TwInsert {
+        let off = self.expiry_offset(now);
+        let hb = self.hb;
+        let replaced = match route(&tuple) {
+            Route::V4(k) => Self::replace_in(&mut self.v4, &hb, k, &state, off),
+            Route::Wide(k) => Self::replace_in(&mut self.wide, &hb, k, &state, off),
+        };
+        if replaced {
+            self.stats.replaced += 1;
+            return TwInsert::Replaced;
+        }
+        let mut outcome = TwInsert::Inserted;
+        if self.len() >= self.cap {
+            self.expire(now);
+        }
+        if self.len() >= self.cap {
+            if self.cap == 0 || self.overflow == TwOverflow::DropNew {
+                self.stats.dropped_full += 1;
+                return TwInsert::Dropped;
+            }
+            let evicted = self.evict_oldest();
+            self.stats.evicted_oldest += 1;
+            outcome = TwInsert::EvictedOldest(evicted);
+        }
+        match route(&tuple) {
+            Route::V4(k) => self.v4.insert_new(&hb, Slot::new(k, &state, off)),
+            Route::Wide(k) => self.wide.insert_new(&hb, Slot::new(k, &state, off)),
+        }
+        self.stats.inserted += 1;
+        outcome
+    }
+
+    fn replace_in<K: Key>(
+        lane: &mut Lane<K>,
+        hb: &SipBuild,
+        key: K,
+        state: &TimeWaitState,
+        off: u32,
+    ) -> bool {
+        match lane.find(hb, &key) {
+            Some(pos) => {
+                lane.move_to_tail(hb, pos, Slot::new(key, state, off));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the live entry closest to expiry (whichever lane holds it).
+    fn evict_oldest(&mut self) -> FourTuple {
+        let a = self.v4.front_expiry(self.epoch_ms);
+        let b = self.wide.front_expiry(self.epoch_ms);
+        let take_v4 = match (a, b) {
+            (Some(a), Some(b)) => a <= b,
+            (a, _) => a.is_some(),
+        };
+        let hb = self.hb;
+        let t = if take_v4 {
+            self.v4.pop_oldest(&hb).map(|s| s.key.tuple())
+        } else {
+            self.wide.pop_oldest(&hb).map(|s| s.key.tuple())
+        };
+        t.expect("evict_oldest called on a non-empty table")
+    }
+
+    /// The entry for `tuple`, if it is in TIME-WAIT (not yet expired by [`expire`](Self::expire)).
+    pub fn get(&self, tuple: &FourTuple) -> Option<TimeWaitEntry> {
+        let (e, l) = (self.epoch_ms, self.lifetime_us);
+        match route(tuple) {
+            Route::V4(k) => self
+                .v4
+                .find(&self.hb, &k)
+                .map(|p| self.v4.slot(p).entry(e, l)),
+            Route::Wide(k) => self
+                .wide
+                .find(&self.hb, &k)
+                .map(|p| self.wide.slot(p).entry(e, l)),
+        }
+    }
+
+    /// True when `tuple` has an entry.
+    pub fn contains(&self, tuple: &FourTuple) -> bool {
+        match route(tuple) {
+            Route::V4(k) => self.v4.find(&self.hb, &k).is_some(),
+            Route::Wide(k) => self.wide.find(&self.hb, &k).is_some(),
+        }
+    }
+
+    /// Takes the entry for `tuple` out of the table (e.g. a timestamp-reuse takeover).
+    pub fn remove(&mut self, tuple: &FourTuple) -> Option<TimeWaitEntry> {
+        let (e, l, hb) = (self.epoch_ms, self.lifetime_us, self.hb);
+        let slot = match route(tuple) {
+            Route::V4(k) => Self::remove_in(&mut self.v4, &hb, &k).map(|s| s.entry(e, l)),
+            Route::Wide(k) => Self::remove_in(&mut self.wide, &hb, &k).map(|s| s.entry(e, l)),
+        };
+        if slot.is_some() {
+            self.stats.removed += 1;
+        }
+        slot
+    }
+
+    fn remove_in<K: Key>(lane: &mut Lane<K>, hb: &SipBuild, key: &K) -> Option<Slot<K>> {
+        let pos = lane.find(hb, key)?;
+        let s = lane.kill(hb, pos);
+        lane.maintain(hb);
+        Some(s)
+    }
+
+    /// None when no entry exists for tuple.
+    ///
+    /// Otherwise applies, in order: RST (RFC 1337), PAWS (RFC 7323), bare SYN reopen or
+    /// old duplicate (RFC 1122 §4.2.2.13, RFC 6191), SYN-ACK, retransmitted FIN (re-ACK and
+    /// restart the 2MSL timer, RFC 9293 §3.10.7.4), acceptable bare ACK (ignored), and
+    /// anything else (ACK). The caller sends what [`TwAction`] says.
     pub fn handle_segment(
         &mut self,
-        _now: Instant,
-        t: &FourTuple,
+        now: Instant,
+        tuple: &FourTuple,
         seg: &TwSegment,
     ) -> Option<TwAction> {
-        let e = *self.m.get(t)?;
-        if seg.rst {
-            return Some(TwAction::Ignore);
+        // Computed up front (it may rebase both lanes) so a FIN restart can use it.
+        let restart_off = self.expiry_offset(now);
+        let mut ctx = Ctx {
+            hb: self.hb,
+            stats: &mut self.stats,
+            rfc1337: self.rfc1337,
+            epoch_ms: self.epoch_ms,
+            lifetime_us: self.lifetime_us,
+        };
+        match route(tuple) {
+            Route::V4(k) => self.v4.handle(&mut ctx, &k, seg, restart_off),
+            Route::Wide(k) => self.wide.handle(&mut ctx, &k, seg, restart_off),
         }
-        if seg.syn && !seg.ack.is_some() && seg.seq > e.rcv_nxt {
-            self.m.remove(t);
-            return Some(TwAction::Reopen { old: e });
-        }
-        if seg.payload_len == 0 && !seg.fin && !seg.syn && seg.seq == e.rcv_nxt {
-            return Some(TwAction::Ignore);
-        }
-        Some(TwAction::Ack {
-            seq: e.snd_nxt,
-            ack: e.rcv_nxt,
-            tsecr: e.ts_recent,
-        })
     }
-    /// stub
+
+    /// Drops every entry whose expiry is <= now; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let n = self.m.len();
-        self.m.retain(|_, e| e.expires > now);
-        n - self.m.len()
+        let hb = self.hb;
+        let n = self.v4.expire(&hb, now.micros(), self.epoch_ms)
+            + self.wide.expire(&hb, now.micros(), self.epoch_ms);
+        self.stats.expired += n as u64;
+        n
     }
-    /// stub
+
+    /// When the oldest entry expires: the time to call [`expire`](Self::expire) next.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.m.values().map(|e| e.expires).min()
+        let a = self.v4.front_expiry(self.epoch_ms);
+        let b = self.wide.front_expiry(self.epoch_ms);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(Instant::from_micros)
     }
-    /// stub
+
+    /// Number of entries.
     pub fn len(&self) -> usize {
-        self.m.len()
+        self.v4.live + self.wide.live
     }
-    /// stub
+
+    /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.m.is_empty()
+        self.len() == 0
     }
-    /// stub
-    pub fn local_in_use(&self, l: SocketAddr) -> bool {
-        self.m.keys().any(|k| k.local == l)
+
+    /// Maximum number of entries.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Entry lifetime (2*MSL).
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Live entries only: IPv4 entries in expiry order, then the others in expiry order.
+    pub fn iter(&self) -> impl Iterator<Item = TimeWaitEntry> + '_ {
+        let (e, l) = (self.epoch_ms, self.lifetime_us);
+        let v4 = self
+            .v4
+            .ring
+            .iter()
+            .filter(|s| s.alive())
+            .map(move |s| s.entry(e, l));
+        let wide = self
+            .wide
+            .ring
+            .iter()
+            .filter(|s| s.alive())
+            .map(move |s| s.entry(e, l));
+        v4.chain(wide)
+    }
+
+    /// True when any live entry has this exact local ip:port (for the local-port policy). O(1).
+    pub fn local_in_use(&self, local: SocketAddr) -> bool {
+        let wide = self.wide.locals.contains_key(&local);
+        match local {
+            SocketAddr::V4(a) => wide || self.v4.locals.contains_key(&v4_local(&a)),
+            SocketAddr::V6(_) => wide,
+        }
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> TwStats {
+        self.stats
+    }
+
+    /// Heap bytes currently allocated by the table (capacities, not lengths).
+    pub fn memory_bytes(&self) -> usize {
+        fn lane<K: Key>(l: &Lane<K>) -> usize {
+            l.ring.capacity() * core::mem::size_of::<Slot<K>>()
+                + l.index.allocation_size()
+                + l.locals.allocation_size()
+        }
+        lane(&self.v4) + lane(&self.wide)
+    }
+
+    /// Whether RSTs are ignored in TIME-WAIT (RFC 1337). Applies to later segments.
+    pub fn set_rfc1337(&mut self, on: bool) {
+        self.rfc1337 = on;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap as StdMap;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+
+    const LIFE: Duration = Duration::from_secs(60);
+
+    fn t4(lport: u16, rport: u16) -> FourTuple {
+        FourTuple::new(
+            SocketAddr::from((Ipv4Addr::new(192, 0, 2, 2), lport)),
+            SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), rport)),
+        )
+    }
+
+    fn t6(lport: u16, rport: u16) -> FourTuple {
+        FourTuple::new(
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+                lport,
+                0,
+                3,
+            )),
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+                rport,
+                7,
+                3,
+            )),
+        )
+    }
+
+    fn st(snd: u32, rcv: u32, ts: Option<u32>) -> TimeWaitState {
+        TimeWaitState {
+            snd_nxt: SeqNum(snd),
+            rcv_nxt: SeqNum(rcv),
+            ts_recent: ts,
+        }
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn table() -> TimeWaitTable {
+        TimeWaitTable::with_seed(LIFE, 1000, TwOverflow::EvictOldest, true, [7; 16])
+    }
+
+    fn seg(seq: u32) -> TwSegment {
+        TwSegment {
+            seq: SeqNum(seq),
+            ack: Some(SeqNum(1000)),
+            ..TwSegment::default()
+        }
+    }
+
+    fn syn(seq: u32, tsval: Option<u32>) -> TwSegment {
+        TwSegment {
+            seq: SeqNum(seq),
+            syn: true,
+            tsval,
+            ..TwSegment::default()
+        }
+    }
+
+    fn ack_of(snd: u32, rcv: u32, ts: Option<u32>) -> TwAction {
+        TwAction::Ack {
+            seq: SeqNum(snd),
+            ack: SeqNum(rcv),
+            tsecr: ts,
+        }
+    }
+
+    /// Structural invariants every operation must keep.
+    fn check<K: Key>(l: &Lane<K>, hb: &SipBuild) {
+        assert_eq!(l.index.len(), l.live);
+        assert_eq!(l.ring.iter().filter(|s| s.alive()).count(), l.live);
+        assert!(
+            l.ring.front().is_none_or(|s| s.alive()),
+            "front must be alive"
+        );
+        assert!(l.ring.len() - l.live <= l.live.max(MIN_COMPACT));
+        let mut prev = 0;
+        for (i, s) in l.ring.iter().enumerate() {
+            assert!(s.exp_off() >= prev, "ring out of expiry order");
+            prev = s.exp_off();
+            if s.alive() {
+                let pos = l.head.wrapping_add(i as u32);
+                assert_eq!(l.find(hb, &s.key), Some(pos));
+            }
+        }
+        let total: u32 = l.locals.values().sum();
+        assert_eq!(total as usize, l.live);
+    }
+
+    fn check_all(t: &TimeWaitTable) {
+        check(&t.v4, &t.hb);
+        check(&t.wide, &t.hb);
+    }
+
+    #[test]
+    fn insert_get_entry_fields() {
+        let mut t = table();
+        assert_eq!(
+            t.insert(ms(5), t4(1, 80), st(10, 20, Some(99))),
+            TwInsert::Inserted
+        );
+        let e = t.get(&t4(1, 80)).unwrap();
+        assert_eq!(
+            e,
+            TimeWaitEntry {
+                tuple: t4(1, 80),
+                snd_nxt: SeqNum(10),
+                rcv_nxt: SeqNum(20),
+                ts_recent: Some(99),
+                last_seen: ms(5),
+                expires: ms(5) + LIFE,
+            }
+        );
+        assert!(t.contains(&t4(1, 80)));
+        assert!(!t.contains(&t4(2, 80)));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lifetime(), LIFE);
+        assert_eq!(t.cap(), 1000);
+        assert_eq!(t.stats().inserted, 1);
+        check_all(&t);
+    }
+
+    #[test]
+    fn sub_millisecond_expiry_rounds_up_never_early() {
+        let mut t = table();
+        t.insert(Instant::from_micros(1_500), t4(1, 80), st(1, 1, None));
+        let exp = t.next_expiry().unwrap();
+        assert!(exp >= Instant::from_micros(1_500) + LIFE);
+        assert!(exp < Instant::from_micros(2_500) + LIFE);
+        assert_eq!(t.expire(Instant::from_micros(1_499) + LIFE), 0);
+        assert_eq!(t.expire(exp), 1);
+    }
+
+    #[test]
+    fn retransmitted_fin_is_reacked_and_restarts_timer() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, Some(10)));
+        t.insert(ms(100), t4(2, 80), st(1, 1, None));
+        // The peer's FIN carried seq 999 (rcv_nxt 1000 = FIN + 1).
+        let fin = TwSegment {
+            seq: SeqNum(999),
+            ack: Some(SeqNum(500)),
+            fin: true,
+            tsval: Some(15),
+            ..TwSegment::default()
+        };
+        let a = t.handle_segment(ms(30_000), &t4(1, 80), &fin);
+        assert_eq!(a, Some(ack_of(500, 1000, Some(15))));
+        let e = t.get(&t4(1, 80)).unwrap();
+        assert_eq!(e.expires, ms(30_000) + LIFE);
+        assert_eq!(e.last_seen, ms(30_000));
+        assert_eq!(e.ts_recent, Some(15));
+        // A FIN with data ending at rcv_nxt is the same retransmission.
+        let fin_data = TwSegment {
+            seq: SeqNum(989),
+            payload_len: 10,
+            fin: true,
+            ..fin
+        };
+        assert!(matches!(
+            t.handle_segment(ms(31_000), &t4(1, 80), &fin_data),
+            Some(TwAction::Ack { .. })
+        ));
+        assert_eq!(t.stats().fin_reacked, 2);
+        assert_eq!(t.stats().acks_sent, 2);
+        // The old expiry no longer applies; the restarted one does.
+        assert_eq!(t.expire(ms(60_000)), 0);
+        assert_eq!(t.expire(ms(60_100)), 1);
+        assert!(t.contains(&t4(1, 80)));
+        assert_eq!(t.expire(ms(91_000)), 1);
+        assert!(t.is_empty());
+        check_all(&t);
+    }
+
+    #[test]
+    fn fin_not_ending_at_rcv_nxt_is_acked_without_restart() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        let fin = TwSegment {
+            seq: SeqNum(1000),
+            fin: true,
+            ..TwSegment::default()
+        };
+        assert_eq!(
+            t.handle_segment(ms(10), &t4(1, 80), &fin),
+            Some(ack_of(500, 1000, None))
+        );
+        assert_eq!(t.get(&t4(1, 80)).unwrap().expires, ms(0) + LIFE);
+        assert_eq!(t.stats().fin_reacked, 0);
+    }
+
+    #[test]
+    fn rst_ignored_by_default_rfc1337() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        let rst = TwSegment {
+            seq: SeqNum(1000),
+            rst: true,
+            ..TwSegment::default()
+        };
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &rst),
+            Some(TwAction::Ignore)
+        );
+        assert!(t.contains(&t4(1, 80)));
+        assert_eq!(t.stats().rst_ignored, 1);
+        assert_eq!(t.stats().acks_sent, 0);
+    }
+
+    #[test]
+    fn rst_accepted_when_rfc1337_off_only_at_rcv_nxt() {
+        let mut t = table();
+        t.set_rfc1337(false);
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        let rst = |seq| TwSegment {
+            seq: SeqNum(seq),
+            rst: true,
+            ..TwSegment::default()
+        };
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &rst(1001)),
+            Some(TwAction::Ignore)
+        );
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &rst(999)),
+            Some(TwAction::Ignore)
+        );
+        assert!(t.contains(&t4(1, 80)));
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &rst(1000)),
+            Some(TwAction::ResetAccepted)
+        );
+        assert!(!t.contains(&t4(1, 80)));
+        assert!(!t.local_in_use(t4(1, 80).local));
+        let s = t.stats();
+        assert_eq!((s.rst_ignored, s.rst_accepted), (2, 1));
+        check_all(&t);
+    }
+
+    #[test]
+    fn unknown_tuple_returns_none() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        assert_eq!(t.handle_segment(ms(1), &t4(1, 81), &seg(1000)), None);
+        assert_eq!(t.handle_segment(ms(1), &t6(1, 80), &seg(1000)), None);
+    }
+
+    #[test]
+    fn syn_with_greater_seq_reopens() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        let a = t.handle_segment(ms(5), &t4(1, 80), &syn(1001, None));
+        let Some(TwAction::Reopen { old }) = a else {
+            panic!("expected reopen, got {a:?}")
+        };
+        assert_eq!(old.tuple, t4(1, 80));
+        assert_eq!(old.snd_nxt, SeqNum(500));
+        assert_eq!(old.rcv_nxt, SeqNum(1000));
+        assert!(!t.contains(&t4(1, 80)));
+        assert!(!t.local_in_use(t4(1, 80).local));
+        assert_eq!(t.stats().reopened, 1);
+        check_all(&t);
+    }
+
+    #[test]
+    fn syn_with_lower_seq_is_old_duplicate_answered_with_ack_and_entry_kept() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        for seq in [999, 1000, 10] {
+            assert_eq!(
+                t.handle_segment(ms(20_000), &t4(1, 80), &syn(seq, None)),
+                Some(ack_of(500, 1000, None))
+            );
+        }
+        let e = t.get(&t4(1, 80)).unwrap();
+        assert_eq!(e.expires, ms(0) + LIFE, "timer must not restart");
+        assert_eq!(t.stats().old_duplicates, 3);
+        assert_eq!(t.stats().acks_sent, 3);
+    }
+
+    #[test]
+    fn syn_with_newer_timestamp_reopens_even_with_lower_seq() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, Some(7_000)));
+        // Equal timestamp and lower seq: old duplicate.
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &syn(5, Some(7_000))),
+            Some(ack_of(500, 1000, Some(7_000)))
+        );
+        // Newer timestamp: RFC 6191 reopen, whatever the sequence number.
+        assert!(matches!(
+            t.handle_segment(ms(2), &t4(1, 80), &syn(5, Some(7_001))),
+            Some(TwAction::Reopen { .. })
+        ));
+        // Timestamp on the segment but not in the entry: only seq counts.
+        t.insert(ms(3), t4(2, 80), st(500, 1000, None));
+        assert!(matches!(
+            t.handle_segment(ms(4), &t4(2, 80), &syn(5, Some(u32::MAX))),
+            Some(TwAction::Ack { tsecr: None, .. })
+        ));
+    }
+
+    #[test]
+    fn syn_ack_is_answered_with_ack() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, None));
+        let synack = TwSegment {
+            ack: Some(SeqNum(500)),
+            ..syn(5000, None)
+        };
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &synack),
+            Some(ack_of(500, 1000, None))
+        );
+        assert!(t.contains(&t4(1, 80)));
+        assert_eq!(t.stats().reopened, 0);
+    }
+
+    #[test]
+    fn paws_rejects_older_timestamp() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, Some(100)));
+        let mut fin = TwSegment {
+            seq: SeqNum(999),
+            fin: true,
+            tsval: Some(99),
+            ..TwSegment::default()
+        };
+        // Even a perfect FIN retransmission is refused when its TSval is older.
+        assert_eq!(
+            t.handle_segment(ms(9), &t4(1, 80), &fin),
+            Some(ack_of(500, 1000, Some(100)))
+        );
+        assert_eq!(t.get(&t4(1, 80)).unwrap().expires, ms(0) + LIFE);
+        // SYN with greater seq but older timestamp: PAWS wins, old duplicate.
+        assert!(matches!(
+            t.handle_segment(ms(9), &t4(1, 80), &syn(5000, Some(50))),
+            Some(TwAction::Ack { .. })
+        ));
+        // Modular: 100 - 2^31 - 1 wraps to "newer"... and u32::MAX is older than 100.
+        fin.tsval = Some(u32::MAX);
+        assert!(matches!(
+            t.handle_segment(ms(9), &t4(1, 80), &fin),
+            Some(TwAction::Ack { .. })
+        ));
+        let s = t.stats();
+        assert_eq!(s.paws_rejected, 3);
+        assert_eq!(s.old_duplicates, 1);
+        assert_eq!(s.fin_reacked, 0);
+        assert!(t.contains(&t4(1, 80)));
+    }
+
+    #[test]
+    fn timestamps_wrap_modularly() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, Some(u32::MAX - 5)));
+        // TSval 3 is 9 ticks after u32::MAX - 5: newer, so a SYN reopens.
+        assert!(matches!(
+            t.handle_segment(ms(1), &t4(1, 80), &syn(0, Some(3))),
+            Some(TwAction::Reopen { .. })
+        ));
+    }
+
+    #[test]
+    fn acceptable_pure_ack_is_ignored_and_others_are_acked() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(500, 1000, Some(1)));
+        let mut s = seg(1000);
+        s.tsval = Some(2);
+        assert_eq!(
+            t.handle_segment(ms(1), &t4(1, 80), &s),
+            Some(TwAction::Ignore)
+        );
+        assert_eq!(t.get(&t4(1, 80)).unwrap().ts_recent, Some(2));
+        // Data, or an ACK outside rcv_nxt: ACK.
+        let data = TwSegment {
+            payload_len: 10,
+            ..seg(1000)
+        };
+        assert_eq!(
+            t.handle_segment(ms(2), &t4(1, 80), &data),
+            Some(ack_of(500, 1000, Some(2)))
+        );
+        assert!(matches!(
+            t.handle_segment(ms(2), &t4(1, 80), &seg(2000)),
+            Some(TwAction::Ack { .. })
+        ));
+        assert_eq!(t.stats().acks_sent, 2);
+        assert_eq!(t.get(&t4(1, 80)).unwrap().expires, ms(0) + LIFE);
+    }
+
+    #[test]
+    fn seq_wraparound_near_u32_max() {
+        let mut t = table();
+        // rcv_nxt wrapped past zero: the FIN was at u32::MAX.
+        t.insert(ms(0), t4(1, 80), st(u32::MAX - 1, 0, None));
+        let fin = TwSegment {
+            seq: SeqNum(u32::MAX),
+            fin: true,
+            ..TwSegment::default()
+        };
+        assert!(matches!(
+            t.handle_segment(ms(1), &t4(1, 80), &fin),
+            Some(TwAction::Ack { .. })
+        ));
+        assert_eq!(t.stats().fin_reacked, 1);
+        // u32::MAX - 10 is before 0 in modular order: old duplicate.
+        assert!(matches!(
+            t.handle_segment(ms(2), &t4(1, 80), &syn(u32::MAX - 10, None)),
+            Some(TwAction::Ack { .. })
+        ));
+        // 5 is after 0: reopen; the floor wraps past zero too.
+        let Some(TwAction::Reopen { old }) = t.handle_segment(ms(3), &t4(1, 80), &syn(5, None))
+        else {
+            panic!("expected reopen")
+        };
+        let floor = reopen_isn_floor(&old);
+        assert_eq!(floor, SeqNum(65535));
+        assert!(floor > old.snd_nxt);
+    }
+
+    #[test]
+    fn reopen_isn_floor_above_snd_nxt() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(123_456, 1000, None));
+        let old = t.get(&t4(1, 80)).unwrap();
+        let floor = reopen_isn_floor(&old);
+        assert_eq!(floor, SeqNum(123_456 + 65_537));
+        assert!(floor > old.snd_nxt);
+        assert_eq!(floor - old.snd_nxt, 65_537);
+    }
+
+    #[test]
+    fn expiry_is_fifo_after_2msl() {
+        let mut t = table();
+        for i in 0..10u16 {
+            t.insert(ms(i as u64 * 1000), t4(i, 80), st(1, 1, None));
+        }
+        assert_eq!(t.next_expiry(), Some(ms(0) + LIFE));
+        assert_eq!(t.expire(ms(59_999)), 0);
+        assert_eq!(t.expire(ms(60_000)), 1);
+        assert!(!t.contains(&t4(0, 80)));
+        assert_eq!(t.next_expiry(), Some(ms(61_000)));
+        assert_eq!(t.expire(ms(64_500)), 4);
+        let left: Vec<u16> = t.iter().map(|e| e.tuple.local.port()).collect();
+        assert_eq!(left, vec![5, 6, 7, 8, 9]);
+        assert_eq!(t.expire(ms(1_000_000)), 5);
+        assert_eq!(t.next_expiry(), None);
+        assert_eq!(t.stats().expired, 10);
+        check_all(&t);
+    }
+
+    #[test]
+    fn restart_moves_entry_to_tail() {
+        let mut t = table();
+        t.insert(ms(0), t4(1, 80), st(1, 100, None));
+        t.insert(ms(10), t4(2, 80), st(1, 100, None));
+        t.insert(ms(20), t4(3, 80), st(1, 100, None));
+        let fin = TwSegment {
+            seq: SeqNum(99),
+            fin: true,
+            ..TwSegment::default()
+        };
+        t.handle_segment(ms(30), &t4(1, 80), &fin);
+        let order: Vec<u16> = t.iter().map(|e| e.tuple.local.port()).collect();
+        assert_eq!(order, vec![2, 3, 1]);
+        assert_eq!(t.next_expiry(), Some(ms(10) + LIFE));
+        // Re-inserting an existing tuple is a replace and also moves it to the tail.
+        assert_eq!(
+            t.insert(ms(40), t4(2, 80), st(7, 8, None)),
+            TwInsert::Replaced
+        );
+        let order: Vec<u16> = t.iter().map(|e| e.tuple.local.port()).collect();
+        assert_eq!(order, vec![3, 1, 2]);
+        assert_eq!(t.get(&t4(2, 80)).unwrap().snd_nxt, SeqNum(7));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.stats().replaced, 1);
+        check_all(&t);
+    }
+
+    #[test]
+    fn overflow_evicts_oldest() {
+        let mut t = TimeWaitTable::with_seed(LIFE, 3, TwOverflow::EvictOldest, true, [1; 16]);
+        for i in 0..3u16 {
+            assert_eq!(
+                t.insert(ms(i as u64), t4(i, 80), st(1, 1, None)),
+                TwInsert::Inserted
+            );
+        }
+        assert_eq!(
+            t.insert(ms(5), t4(9, 80), st(1, 1, None)),
+            TwInsert::EvictedOldest(t4(0, 80))
+        );
+        assert_eq!(t.len(), 3);
+        assert!(!t.contains(&t4(0, 80)) && t.contains(&t4(9, 80)));
+        // The oldest across families: an IPv6 entry older than every IPv4 one goes first.
+        let mut t = TimeWaitTable::with_seed(LIFE, 2, TwOverflow::EvictOldest, true, [1; 16]);
+        t.insert(ms(0), t6(1, 80), st(1, 1, None));
+        t.insert(ms(1), t4(1, 80), st(1, 1, None));
+        assert_eq!(
+            t.insert(ms(2), t4(2, 80), st(1, 1, None)),
+            TwInsert::EvictedOldest(t6(1, 80))
+        );
+        // Replacing at cap does not evict.
+        assert_eq!(
+            t.insert(ms(3), t4(1, 80), st(2, 2, None)),
+            TwInsert::Replaced
+        );
+        assert_eq!(t.stats().evicted_oldest, 1);
+        check_all(&t);
+    }
+
+    #[test]
+    fn overflow_drop_new() {
+        let mut t = TimeWaitTable::with_seed(LIFE, 2, TwOverflow::DropNew, true, [1; 16]);
+        t.insert(ms(0), t4(1, 80), st(1, 1, None));
+        t.insert(ms(1), t4(2, 80), st(1, 1, None));
+        assert_eq!(
+            t.insert(ms(2), t4(3, 80), st(1, 1, None)),
+            TwInsert::Dropped
+        );
+        assert!(!t.contains(&t4(3, 80)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().dropped_full, 1);
+        // Entries already due do not count against the cap.
+        assert_eq!(
+            t.insert(ms(0) + LIFE, t4(3, 80), st(1, 1, None)),
+            TwInsert::Inserted
+        );
+        assert!(!t.contains(&t4(1, 80)));
+        assert_eq!(t.stats().expired, 1);
+        // Cap 0 stores nothing, whatever the policy.
+        let mut z = TimeWaitTable::with_seed(LIFE, 0, TwOverflow::EvictOldest, true, [1; 16]);
+        assert_eq!(
+            z.insert(ms(0), t4(1, 80), st(1, 1, None)),
+            TwInsert::Dropped
+        );
+        assert!(z.is_empty());
+    }
+
+    #[test]
+    fn local_in_use_counts_exactly() {
+        let mut t = table();
+        let local = t4(1000, 80).local;
+        assert!(!t.local_in_use(local));
+        t.insert(ms(0), t4(1000, 80), st(1, 1, None));
+        t.insert(ms(1), t4(1000, 81), st(1, 1, None));
+        t.insert(ms(2), t4(1001, 80), st(1, 1, None));
+        t.insert(ms(3), t4(1000, 81), st(1, 1, None)); // replace: no double count
+        assert_eq!(
+            t.v4.locals[&v4_local(&"192.0.2.2:1000".parse().unwrap())],
+            2
+        );
+        assert!(t.local_in_use(local));
+        assert!(!t.local_in_use("192.0.2.3:1000".parse().unwrap()));
+        t.remove(&t4(1000, 80));
+        assert!(t.local_in_use(local));
+        t.expire(ms(3) + LIFE);
+        assert!(!t.local_in_use(local));
+        assert!(!t.local_in_use(t4(1001, 80).local));
+        assert!(t.v4.locals.is_empty());
+        // IPv6 locals, and v4 locals of mixed-family tuples, are tracked too.
+        t.insert(ms(100_000), t6(5, 80), st(1, 1, None));
+        assert!(t.local_in_use(t6(5, 80).local));
+        assert!(!t.local_in_use(t6(6, 80).local));
+        let mixed = FourTuple::new(t4(7, 80).local, t6(1, 80).remote);
+        t.insert(ms(100_000), mixed, st(1, 1, None));
+        assert!(t.local_in_use(t4(7, 80).local));
+        assert_eq!(t.get(&mixed).unwrap().tuple, mixed);
+        check_all(&t);
+    }
+
+    #[test]
+    fn ipv6_entries_work() {
+        let mut t = table();
+        t.insert(ms(0), t6(1, 80), st(500, 1000, Some(3)));
+        t.insert(ms(1), t4(1, 80), st(1, 1, None));
+        let e = t.get(&t6(1, 80)).unwrap();
+        assert_eq!(e.tuple, t6(1, 80), "scope id and flow info round-trip");
+        assert_eq!(e.ts_recent, Some(3));
+        assert!(!t.contains(&t6(2, 80)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.handle_segment(ms(2), &t6(1, 80), &syn(10, None)),
+            Some(ack_of(500, 1000, Some(3)))
+        );
+        let fin = TwSegment {
+            seq: SeqNum(999),
+            fin: true,
+            ..TwSegment::default()
+        };
+        t.handle_segment(ms(5), &t6(1, 80), &fin);
+        assert_eq!(t.next_expiry(), Some(ms(1) + LIFE));
+        assert_eq!(t.expire(ms(1) + LIFE), 1);
+        assert_eq!(t.next_expiry(), Some(ms(5) + LIFE));
+        assert_eq!(t.iter().count(), 1);
+        assert!(t.remove(&t6(1, 80)).is_some());
+        assert!(t.is_empty());
+        check_all(&t);
+    }
+
+    #[test]
+    fn many_restarts_keep_tombstones_bounded() {
+        let mut t = table();
+        for i in 0..10u16 {
+            t.insert(ms(0), t4(i, 80), st(1, 100, None));
+        }
+        let fin = TwSegment {
+            seq: SeqNum(99),
+            fin: true,
+            ..TwSegment::default()
+        };
+        for n in 0..10_000u64 {
+            t.handle_segment(ms(n), &t4((n % 7) as u16 + 1, 80), &fin);
+            assert!(t.v4.ring.len() <= 10 + MIN_COMPACT + 1);
+        }
+        assert_eq!(t.len(), 10);
+        check_all(&t);
+    }
+
+    #[test]
+    fn epoch_rebases_over_long_runs() {
+        // A week of table time in 1-hour steps crosses the 30-bit ms range at least once.
+        let mut t = table();
+        let mut now = ms(1_000);
+        t.insert(now, t4(0, 80), st(1, 1, None));
+        for i in 1..(24 * 14) {
+            now = now + Duration::from_secs(3_600);
+            t.insert(now, t4(i as u16, 80), st(1, 1, None));
+            // One entry kept alive through the whole run by FIN retransmissions.
+            let fin = TwSegment {
+                seq: SeqNum(0),
+                fin: true,
+                ..TwSegment::default()
+            };
+            t.handle_segment(now, &t4(0, 80), &fin);
+            assert_eq!(t.get(&t4(0, 80)).unwrap().expires, now + LIFE);
+            assert_eq!(t.get(&t4(i as u16, 80)).unwrap().expires, now + LIFE);
+            t.expire(now);
+            assert_eq!(t.len(), 2);
+            check_all(&t);
+        }
+        assert!(now.millis() > EXP_MASK as u64);
+        assert!(
+            t.epoch_ms > EXP_MASK as u64 / 2,
+            "the epoch must have moved"
+        );
+    }
+
+    #[test]
+    fn lifetime_is_clamped() {
+        let t = TimeWaitTable::new(
+            Duration::from_secs(30 * 86_400),
+            10,
+            TwOverflow::DropNew,
+            true,
+        );
+        assert_eq!(t.lifetime(), MAX_LIFETIME);
+    }
+
+    /// Small deterministic PRNG (xorshift64*) so the model test replays exactly.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct ModelEntry {
+        snd: u32,
+        rcv: u32,
+        ts: Option<u32>,
+        expires_ms: u64,
+    }
+
+    fn run_model(seed: u64, cap: usize, overflow: TwOverflow, steps: usize) {
+        let mut rng = XorShift(seed);
+        let mut t = TimeWaitTable::with_seed(
+            LIFE,
+            cap,
+            overflow,
+            true,
+            seed.to_le_bytes().repeat(2).try_into().unwrap(),
+        );
+        let mut model: StdMap<FourTuple, ModelEntry> = StdMap::new();
+        let life_ms = LIFE.as_millis() as u64;
+        // A pool small enough for collisions; mixing v4 and v6.
+        let pool: Vec<FourTuple> = (0..200u16)
+            .map(|i| {
+                if i % 5 == 0 {
+                    t6(i / 10, 80 + i % 3)
+                } else {
+                    t4(i / 4, 80 + i % 4)
+                }
+            })
+            .collect();
+        let mut now_ms = 1_000u64;
+        for step in 0..steps {
+            let jump = if rng.below(50) == 0 { 40_000 } else { 300 };
+            now_ms += 1 + rng.below(jump);
+            let now = ms(now_ms);
+            let tuple = pool[rng.below(pool.len() as u64) as usize];
+            match rng.below(10) {
+                0..=3 => {
+                    let s = st(
+                        rng.next() as u32,
+                        rng.next() as u32,
+                        (rng.below(2) == 0).then(|| rng.next() as u32),
+                    );
+                    let got = t.insert(now, tuple, s);
+                    let new = ModelEntry {
+                        snd: s.snd_nxt.0,
+                        rcv: s.rcv_nxt.0,
+                        ts: s.ts_recent,
+                        expires_ms: now_ms + life_ms,
+                    };
+                    let want = if model.contains_key(&tuple) {
+                        TwInsert::Replaced
+                    } else {
+                        if model.len() >= cap {
+                            model.retain(|_, e| e.expires_ms > now_ms);
+                        }
+                        if model.len() >= cap {
+                            if overflow == TwOverflow::DropNew || cap == 0 {
+                                TwInsert::Dropped
+                            } else {
+                                let (&old, _) =
+                                    model.iter().min_by_key(|(_, e)| e.expires_ms).unwrap();
+                                model.remove(&old);
+                                TwInsert::EvictedOldest(old)
+                            }
+                        } else {
+                            TwInsert::Inserted
+                        }
+                    };
+                    if want != TwInsert::Dropped {
+                        model.insert(tuple, new);
+                    }
+                    assert_eq!(got, want, "step {step}");
+                }
+                4 => {
+                    let got = t.remove(&tuple).map(|e| (e.snd_nxt.0, e.expires));
+                    let want = model.remove(&tuple).map(|e| (e.snd, ms(e.expires_ms)));
+                    assert_eq!(got, want, "step {step}");
+                }
+                5 | 6 => {
+                    // Retransmitted FIN: restart.
+                    let rcv = model.get(&tuple).map_or(0, |e| e.rcv);
+                    let fin = TwSegment {
+                        seq: SeqNum(rcv.wrapping_sub(1)),
+                        fin: true,
+                        ..TwSegment::default()
+                    };
+                    let got = t.handle_segment(now, &tuple, &fin);
+                    match model.get_mut(&tuple) {
+                        Some(e) => {
+                            e.expires_ms = now_ms + life_ms;
+                            assert_eq!(got, Some(ack_of(e.snd, e.rcv, e.ts)), "step {step}");
+                        }
+                        None => assert_eq!(got, None),
+                    }
+                }
+                7 => {
+                    // SYN beyond rcv_nxt: reopen.
+                    let rcv = model.get(&tuple).map_or(0, |e| e.rcv);
+                    let got = t.handle_segment(
+                        now,
+                        &tuple,
+                        &syn(rcv.wrapping_add(1 + rng.below(1 << 20) as u32), None),
+                    );
+                    match model.remove(&tuple) {
+                        Some(e) => {
+                            let Some(TwAction::Reopen { old }) = got else {
+                                panic!("step {step}: {got:?}")
+                            };
+                            assert_eq!(
+                                (old.snd_nxt.0, old.ts_recent, old.expires),
+                                (e.snd, e.ts, ms(e.expires_ms))
+                            );
+                        }
+                        None => assert_eq!(got, None),
+                    }
+                }
+                _ => {
+                    let got = t.expire(now);
+                    let before = model.len();
+                    model.retain(|_, e| e.expires_ms > now_ms);
+                    assert_eq!(got, before - model.len(), "step {step}");
+                }
+            }
+            assert_eq!(t.len(), model.len(), "step {step}");
+            if step % 16 == 0 {
+                check_all(&t);
+                for p in &pool {
+                    let got = t.get(p).map(|e| {
+                        (
+                            e.snd_nxt.0,
+                            e.rcv_nxt.0,
+                            e.ts_recent,
+                            e.expires,
+                            e.last_seen,
+                        )
+                    });
+                    let want = model.get(p).map(|e| {
+                        (
+                            e.snd,
+                            e.rcv,
+                            e.ts,
+                            ms(e.expires_ms),
+                            ms(e.expires_ms - life_ms),
+                        )
+                    });
+                    assert_eq!(got, want, "step {step} {p}");
+                    assert_eq!(
+                        t.local_in_use(p.local),
+                        model.keys().any(|k| k.local == p.local),
+                        "step {step}"
+                    );
+                }
+                let mut it: Vec<FourTuple> = t.iter().map(|e| e.tuple).collect();
+                let mut mk: Vec<FourTuple> = model.keys().copied().collect();
+                it.sort_by_key(|t| t.to_string());
+                mk.sort_by_key(|t| t.to_string());
+                assert_eq!(it, mk);
+                assert_eq!(
+                    t.next_expiry(),
+                    model.values().map(|e| ms(e.expires_ms)).min()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn model_based_random_operations_match_a_hashmap() {
+        run_model(
+            0x1234_5678_9abc_def1,
+            1_000,
+            TwOverflow::EvictOldest,
+            40_000,
+        );
+        run_model(0xfeed_face_cafe_beef, 60, TwOverflow::EvictOldest, 40_000);
+        run_model(0x0bad_5eed_0000_0001, 60, TwOverflow::DropNew, 40_000);
+    }
+
+    #[test]
+    fn memory_per_ipv4_entry_is_at_most_48_bytes() {
+        const N: u32 = 1_000_000;
+        let mut t =
+            TimeWaitTable::with_seed(LIFE, 2_000_000, TwOverflow::EvictOldest, true, [3; 16]);
+        // A server's view: one local ip:port, many clients.
+        let local = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 80));
+        for i in 0..N {
+            let remote = SocketAddr::from((
+                Ipv4Addr::from(0x0a00_0000 + (i >> 14)),
+                1024 + (i & 0x3fff) as u16,
+            ));
+            t.insert(
+                ms(i as u64 / 1000),
+                FourTuple::new(local, remote),
+                st(i, i, Some(i)),
+            );
+        }
+        assert_eq!(t.len(), N as usize);
+        let per = t.memory_bytes() as f64 / t.len() as f64;
+        println!(
+            "TIME_WAIT memory: {} bytes for {} IPv4 entries = {per:.2} bytes/entry (slot {} B)",
+            t.memory_bytes(),
+            t.len(),
+            core::mem::size_of::<Slot<V4Key>>()
+        );
+        assert!(per <= 48.0, "{per} bytes per entry");
+        assert_eq!(core::mem::size_of::<Slot<V4Key>>(), 28);
+        let probe = FourTuple::new(
+            local,
+            SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + 3), 1024 + 77)),
+        );
+        assert_eq!(t.get(&probe).unwrap().snd_nxt, SeqNum(3 * 0x4000 + 77));
+        assert_eq!(t.expire(ms(N as u64 / 1000) + LIFE), N as usize);
+        assert!(t.is_empty());
+        println!("after expiring everything: {} bytes", t.memory_bytes());
+        assert!(
+            t.memory_bytes() <= 64 * 1024,
+            "{} bytes left",
+            t.memory_bytes()
+        );
     }
 }

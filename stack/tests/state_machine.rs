@@ -351,10 +351,12 @@ fn zero_window_is_probed() {
 
 #[test]
 fn keepalive_probes_then_times_out() {
-    let mut cfg = Config::default();
-    cfg.keepalive_idle = Duration::from_secs(10);
-    cfg.keepalive_interval = Duration::from_secs(1);
-    cfg.keepalive_probes = 3;
+    let cfg = Config {
+        keepalive_idle: Duration::from_secs(10),
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_probes: 3,
+        ..Config::default()
+    };
     let mut h = Harness::new(cfg);
     let (iss, c) = established(&mut h);
     let now = h.now;

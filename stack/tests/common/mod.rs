@@ -16,6 +16,9 @@ pub fn sa(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// Decides whether to drop a packet: (to_b, bytes) -> drop.
+pub type DropFilter = Box<dyn FnMut(bool, &[u8]) -> bool>;
+
 /// Two stacks, `a` and `b`, with packets in flight between them.
 pub struct Pair {
     pub a: Stack,
@@ -28,7 +31,7 @@ pub struct Pair {
     pub log: Vec<(bool, Vec<u8>)>,
     pub keep_log: bool,
     /// Drop filter: return true to drop a packet (to_b, bytes).
-    pub drop: Option<Box<dyn FnMut(bool, &[u8]) -> bool>>,
+    pub drop: Option<DropFilter>,
 }
 
 impl Pair {
