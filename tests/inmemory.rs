@@ -94,6 +94,57 @@ fn byte_at(stream: u64, i: usize) -> u8 {
     (x >> 56) as u8
 }
 
+/// One direction of a bulk transfer.
+struct Dir {
+    stream: u64,
+    total: usize,
+    sent: usize,
+    got: usize,
+}
+
+struct Bufs {
+    chunk: Vec<u8>,
+    rbuf: Vec<u8>,
+}
+
+/// Offers as much as fits on `from`, drains and checks everything readable on `to`.
+fn pump(
+    (from, fh): (&mut Stack, ConnHandle),
+    (to, th): (&mut Stack, ConnHandle),
+    now: Instant,
+    d: &mut Dir,
+    bufs: &mut Bufs,
+) {
+    if d.sent < d.total {
+        let space = from
+            .send_space(fh)
+            .unwrap()
+            .min(d.total - d.sent)
+            .min(bufs.chunk.len());
+        if space > 0 {
+            for (i, b) in bufs.chunk[..space].iter_mut().enumerate() {
+                *b = byte_at(d.stream, d.sent + i);
+            }
+            d.sent += from.send(now, fh, &bufs.chunk[..space]).unwrap();
+        }
+    }
+    while let Ok(n) = to.recv(now, th, &mut bufs.rbuf) {
+        if n == 0 {
+            break;
+        }
+        for (i, b) in bufs.rbuf[..n].iter().enumerate() {
+            assert_eq!(
+                *b,
+                byte_at(d.stream, d.got + i),
+                "stream {} byte {}",
+                d.stream,
+                d.got + i
+            );
+        }
+        d.got += n;
+    }
+}
+
 /// Pumps `total` bytes each way over one connection and checks every byte.
 fn bidirectional_bulk(imp: Impairment, total: usize) {
     let mut net = Net::new(imp);
@@ -109,56 +160,23 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
         == 1));
     let s = net.b.accept(l).unwrap().unwrap();
 
-    struct Dir {
-        sent: usize,
-        got: usize,
-    }
-    let mut ab = Dir { sent: 0, got: 0 };
-    let mut ba = Dir { sent: 0, got: 0 };
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut rbuf = vec![0u8; 256 * 1024];
+    let mut ab = Dir {
+        stream: 1,
+        total,
+        sent: 0,
+        got: 0,
+    };
+    let mut ba = Dir {
+        stream: 2,
+        total,
+        sent: 0,
+        got: 0,
+    };
+    let mut bufs = Bufs {
+        chunk: vec![0u8; 256 * 1024],
+        rbuf: vec![0u8; 256 * 1024],
+    };
     let deadline = net.now + Duration::from_secs(24 * 3600);
-
-    fn pump(
-        from: &mut Stack,
-        fh: ConnHandle,
-        to: &mut Stack,
-        th: ConnHandle,
-        now: Instant,
-        d: &mut Dir,
-        total: usize,
-        stream: u64,
-        chunk: &mut [u8],
-        rbuf: &mut [u8],
-    ) {
-        if d.sent < total {
-            let space = from
-                .send_space(fh)
-                .unwrap()
-                .min(total - d.sent)
-                .min(chunk.len());
-            if space > 0 {
-                for (i, b) in chunk[..space].iter_mut().enumerate() {
-                    *b = byte_at(stream, d.sent + i);
-                }
-                d.sent += from.send(now, fh, &chunk[..space]).unwrap();
-            }
-        }
-        while let Ok(n) = to.recv(now, th, rbuf) {
-            if n == 0 {
-                break;
-            }
-            for (i, b) in rbuf[..n].iter().enumerate() {
-                assert_eq!(
-                    *b,
-                    byte_at(stream, d.got + i),
-                    "stream {stream} byte {}",
-                    d.got + i
-                );
-            }
-            d.got += n;
-        }
-    }
 
     while ab.got < total || ba.got < total {
         assert!(
@@ -168,12 +186,8 @@ fn bidirectional_bulk(imp: Impairment, total: usize) {
             ba.got
         );
         let now = net.now;
-        pump(
-            &mut net.a, c, &mut net.b, s, now, &mut ab, total, 1, &mut chunk, &mut rbuf,
-        );
-        pump(
-            &mut net.b, s, &mut net.a, c, now, &mut ba, total, 2, &mut chunk, &mut rbuf,
-        );
+        pump((&mut net.a, c), (&mut net.b, s), now, &mut ab, &mut bufs);
+        pump((&mut net.b, s), (&mut net.a, c), now, &mut ba, &mut bufs);
         if !net.step() {
             panic!(
                 "idle before the transfer finished: a->b {}/{} b->a {}/{}; a {:?} q{} b {:?} q{}; a {:?}; b {:?}",

@@ -1,6 +1,233 @@
-//! The `fourtuple` command-line tool.
+//! The `fourtuple` command-line tool, as a library.
+//!
+//! This crate owns the CLI contract of DESIGN.md ("CLI contract"): parsing the command line
+//! ([`main_entry`]), the commands, and how their results are printed (human text, or one
+//! JSON object on stdout with `--json`). The workloads themselves live in modules usable
+//! without the CLI (e.g. [`churn::run_in_memory`] for benches). It must never implement
+//! protocol logic (that is `fourtuple-stack`'s) or move packets to the OS by itself (that
+//! is `fourtuple-netdev`'s).
+//!
+//! Exit codes: 0 success, 1 the run had failures, 2 usage errors and commands that are not
+//! implemented yet.
 
-/// Runs the CLI and returns the process exit code.
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod churn;
+mod churn_cli;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code: the run completed without failures.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run finished, but some lifecycles or checks failed.
+pub const EXIT_FAILURES: i32 = 1;
+/// Exit code: bad usage, or a command that is not implemented yet.
+pub const EXIT_USAGE: i32 = 2;
+
+/// fourtuple: a userspace TCP/IP stack for studying connection lifecycles, TIME_WAIT and
+/// port reuse.
+#[derive(Parser, Debug)]
+#[command(name = "fourtuple", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the stack on a TUN or AF_PACKET interface until SIGINT/SIGTERM (not implemented
+    /// yet: issue #3).
+    Up(NotYet),
+    /// Open and close connections as fast as possible and report lifecycles/s, failures by
+    /// kind and TIME_WAIT entries on each side.
+    Churn(churn_cli::ChurnArgs),
+    /// Run the scenario matrix on the host kernel and on fourtuple side by side (not
+    /// implemented yet: issue #4).
+    Compare(NotYet),
+}
+
+/// Arguments of a command that is not built yet: accepted and ignored, so that any
+/// invocation gets the "not implemented" message rather than a parse error.
+#[derive(Args, Debug)]
+struct NotYet {
+    /// Arguments of the future command (ignored).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+/// Runs the CLI with the process's arguments and returns the process exit code.
 pub fn main_entry() -> i32 {
-    0
+    run_with_args(std::env::args_os())
+}
+
+/// Runs the CLI with the given arguments (the first is the program name) and returns the
+/// exit code. Output goes to the process's stdout and stderr.
+pub fn run_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match cli.command {
+        Command::Up(_) => not_implemented("up", 3),
+        Command::Compare(_) => not_implemented("compare", 4),
+        Command::Churn(a) => churn_cli::run(a),
+    }
+}
+
+fn not_implemented(command: &str, issue: u32) -> i32 {
+    eprintln!("fourtuple {command}: not implemented yet: see issue #{issue}");
+    EXIT_USAGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fourtuple").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn churn_flags_parse() {
+        let cli = parse(&[
+            "churn",
+            "--in-memory",
+            "--count",
+            "2000",
+            "--concurrency",
+            "8",
+            "--close",
+            "server",
+            "--policy",
+            "local-port",
+            "--port-range",
+            "40000-40009",
+            "--server-ports",
+            "1",
+            "--msl",
+            "5s",
+            "--latency",
+            "100us",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Churn(a) = cli.command else {
+            panic!("not churn")
+        };
+        let cfg = a.to_config().unwrap();
+        assert_eq!(cfg.stop, churn::StopAt::Count(2000));
+        assert_eq!(cfg.concurrency, 8);
+        assert_eq!(cfg.close, churn::CloseMode::Server);
+        assert_eq!(cfg.policy, fourtuple_stack::ReusePolicy::LocalPort);
+        assert_eq!(cfg.port_range, (40000, 40009));
+        assert_eq!(cfg.server_ports, 1);
+        assert_eq!(cfg.msl, core::time::Duration::from_secs(5));
+        assert_eq!(cfg.latency, core::time::Duration::from_micros(100));
+        assert!(a.json);
+    }
+
+    #[test]
+    fn churn_defaults() {
+        let Command::Churn(a) = parse(&["churn", "--in-memory"]).unwrap().command else {
+            panic!("not churn")
+        };
+        let cfg = a.to_config().unwrap();
+        let d = churn::ChurnConfig::default();
+        assert_eq!(cfg.stop, d.stop);
+        assert_eq!(cfg.msl, core::time::Duration::from_secs(30));
+        assert_eq!(cfg.server_ports, 16);
+        assert_eq!(cfg.port_range, d.port_range);
+    }
+
+    #[test]
+    fn duration_mode_is_wall_clock() {
+        let Command::Churn(a) = parse(&["churn", "--in-memory", "--duration", "250ms"])
+            .unwrap()
+            .command
+        else {
+            panic!("not churn")
+        };
+        assert_eq!(
+            a.to_config().unwrap().stop,
+            churn::StopAt::WallClock(core::time::Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["churn", "--in-memory", "--count", "0"][..],
+            &["churn", "--in-memory", "--count", "10", "--duration", "5s"],
+            &["churn", "--in-memory", "--close", "sideways"],
+            &["churn", "--in-memory", "--policy", "lax"],
+            &["churn", "--in-memory", "--port-range", "9-1"],
+            &["churn", "--in-memory", "--msl", "30"],
+            &["churn", "--in-memory", "--msl", "0s"],
+            &["churn", "--in-memory", "--latency", "fast"],
+            &["churn", "--in-memory", "--concurrency", "0"],
+            &["churn", "--in-memory", "--server-ports", "0"],
+            &["churn", "--bogus"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        let e = parse(&["churn", "--in-memory", "--port-range", "9-1"]).unwrap_err();
+        assert!(e.to_string().contains("greater than HI"), "{e}");
+        let e = parse(&["churn", "--in-memory", "--latency", "5"]).unwrap_err();
+        assert!(e.to_string().contains("no unit"), "{e}");
+    }
+
+    #[test]
+    fn server_ports_that_do_not_fit_are_rejected() {
+        let Command::Churn(a) = parse(&["churn", "--in-memory", "--server-ports", "60000"])
+            .unwrap()
+            .command
+        else {
+            panic!("not churn")
+        };
+        assert!(a.to_config().is_err());
+    }
+
+    #[test]
+    fn up_and_compare_are_not_implemented() {
+        assert_eq!(run_with_args(["fourtuple", "up", "--tun", "x"]), EXIT_USAGE);
+        assert_eq!(
+            run_with_args(["fourtuple", "compare", "--quick"]),
+            EXIT_USAGE
+        );
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.is_hide_set() {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{:?} has no help",
+                    sub.get_name(),
+                    arg.get_long()
+                );
+            }
+        }
+    }
 }

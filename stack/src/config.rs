@@ -67,9 +67,24 @@ pub enum TwOverflow {
     DropNew,
 }
 
+/// What the device under the stack carries.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub enum Medium {
+    /// Raw IP packets (TUN).
+    #[default]
+    Ip,
+    /// Ethernet frames (AF_PACKET); the stack runs ARP and neighbour discovery.
+    Ethernet {
+        /// This interface's MAC address.
+        mac: [u8; 6],
+    },
+}
+
 /// Configuration of one stack. `Config::default()` is a sane Linux-interoperable host.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Raw IP (TUN) or Ethernet (AF_PACKET).
+    pub medium: Medium,
     /// Maximum segment lifetime; TIME_WAIT lasts 2*MSL.
     pub msl: Duration,
     /// Port-reuse policy for outbound connects.
@@ -135,6 +150,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            medium: Medium::Ip,
             msl: Duration::from_secs(30),
             reuse_policy: ReusePolicy::ExactTuple,
             max_time_wait: 2_000_000,

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod ethernet;
 pub mod isn;
 pub mod ports;
 pub mod seq;
@@ -19,7 +20,7 @@ pub mod time_wait;
 pub mod tuple;
 pub mod wire;
 
-pub use config::{Config, ReusePolicy, TwOverflow};
+pub use config::{Config, Medium, ReusePolicy, TwOverflow};
 pub use error::{Error, InUse};
 pub use seq::SeqNum;
 pub use stack::{ConnHandle, ConnectOptions, Counters, Event, ListenerHandle, Stack};

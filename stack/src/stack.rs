@@ -18,8 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::HashMap;
 
-use crate::config::{Config, ReusePolicy};
+use crate::config::{Config, Medium, ReusePolicy};
 use crate::error::{Error, InUse};
+use crate::ethernet::{EthernetLayer, FrameIn, NeighborConfig};
 use crate::isn::IsnGenerator;
 use crate::ports::EphemeralPorts;
 use crate::seq::SeqNum;
@@ -275,6 +276,7 @@ pub struct Stack {
     counters: Counters,
     state_counts: [usize; 11],
     challenge_window: (u64, u32),
+    eth: Option<EthernetLayer>,
 }
 
 fn derive_secret(seed: [u8; 16], salt: u8) -> [u8; 16] {
@@ -300,6 +302,7 @@ impl Stack {
             cfg.rfc1337,
             derive_secret(seed, 3),
         );
+        let cfg_medium = cfg.medium;
         Stack {
             ports: EphemeralPorts::new(cfg.ephemeral_ports, derive_secret(seed, 1)),
             isn: IsnGenerator::new(seed),
@@ -319,6 +322,12 @@ impl Stack {
             counters: Counters::default(),
             state_counts: [0; 11],
             challenge_window: (0, 0),
+            eth: match cfg_medium {
+                Medium::Ip => None,
+                Medium::Ethernet { mac } => {
+                    Some(EthernetLayer::new(mac, NeighborConfig::default()))
+                }
+            },
         }
     }
 
@@ -745,7 +754,9 @@ impl Stack {
         if let Some((seq, ack)) = rst {
             self.queue_rst(tuple, seq, Some(ack), false);
         }
-        self.counters.aborted += 1;
+        if !matches!(before, TcpState::Closed | TcpState::TimeWait) {
+            self.counters.aborted += 1;
+        }
         self.after(now, h.idx, before, Disposition::Closed, Report::default());
         Ok(())
     }
@@ -779,8 +790,24 @@ impl Stack {
 
     // ---- input ---------------------------------------------------------------------
 
-    /// Processes one incoming IP packet.
+    /// The Ethernet layer (neighbour cache, ARP/NDP counters) on the Ethernet medium.
+    pub fn ethernet(&self) -> Option<&EthernetLayer> {
+        self.eth.as_ref()
+    }
+
+    /// Processes one incoming packet: an IP packet, or an Ethernet frame on the Ethernet
+    /// medium.
     pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        let packet = match self.eth.as_mut() {
+            None => packet,
+            Some(eth) => {
+                let addrs = &self.addrs;
+                match eth.receive(now, packet, |ip| addrs.contains(&ip)) {
+                    FrameIn::Ip(p) => p,
+                    FrameIn::Handled => return,
+                }
+            }
+        };
         self.counters.packets_in += 1;
         let parsed = {
             let addrs = &self.addrs;
@@ -1042,6 +1069,10 @@ impl Stack {
                     TwInsert::Dropped => self.counters.time_wait_dropped_full += 1,
                 }
             }
+            Disposition::Closed if matches!(before, TcpState::Closed | TcpState::TimeWait) => {
+                // Releasing a connection that had already ended: counted back then.
+                after_state = before;
+            }
             Disposition::Closed => {
                 after_state = TcpState::Closed;
                 match t.error {
@@ -1136,9 +1167,36 @@ impl Stack {
     // ---- output --------------------------------------------------------------------
 
     /// Writes the next packet to send into `buf` and returns its length; `None` when
-    /// nothing is left. `buf` should hold at least the MTU (1500 bytes).
+    /// nothing is left. `buf` should hold at least the MTU (1500 bytes), plus 14 on the
+    /// Ethernet medium, where what comes out is a frame.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.eth.is_none() {
+            return self.poll_ip(now, buf);
+        }
+        if let Some(n) = self.eth.as_mut().and_then(|e| e.poll_ready(buf)) {
+            self.counters.packets_out += 1;
+            return Some(n);
+        }
+        if buf.len() < 14 {
+            return None;
+        }
+        loop {
+            let n = self.poll_ip(now, &mut buf[14..])?;
+            let eth = self.eth.as_mut()?;
+            if let Some(f) = eth.frame(now, buf, n) {
+                return Some(f);
+            }
+            // Queued for resolution, not handed out; a request may be ready instead.
+            self.counters.packets_out -= 1;
+            if let Some(n) = eth.poll_ready(buf) {
+                self.counters.packets_out += 1;
+                return Some(n);
+            }
+        }
+    }
+
+    fn poll_ip(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         while let Some(c) = self.ctrl.pop_front() {
             let n = match &c {
                 Control::Tcp { tuple, seg } => wire::emit_tcp(buf, tuple, seg, (&[], &[])),
@@ -1241,15 +1299,22 @@ impl Stack {
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        match (t, self.tw.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            t,
+            self.tw.next_expiry(),
+            self.eth.as_ref().and_then(|e| e.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tw.expire(now);
+        if let Some(eth) = self.eth.as_mut() {
+            eth.handle_timeout(now);
+        }
         while let Some(Reverse((at, idx, gen))) = self.timers.peek().copied() {
             if at > now {
                 break;

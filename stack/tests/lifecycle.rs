@@ -100,3 +100,25 @@ fn connect_to_closed_port_is_refused() {
     let _ = p.a.recv(now, c, &mut buf);
     assert_eq!(p.a.counters().refused, 1);
 }
+
+#[test]
+fn releasing_a_reset_connection_counts_the_reset_once() {
+    let mut p = Pair::default_pair();
+    let l = p.b.listen(sa(B_IP, 80), 16).unwrap();
+    let c = p.a.connect(p.now, sa(B_IP, 80), None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap()
+            == 1)
+    );
+    let s = p.b.accept(l).unwrap().unwrap();
+    let now = p.now;
+    p.a.abort(now, c).unwrap();
+    assert!(p.run_until(Duration::from_secs(1), |p| p.b.state(s)
+        == Ok(TcpState::Closed)));
+    assert_eq!(p.b.counters().resets_received, 1);
+    let now = p.now;
+    p.b.close(now, s).unwrap();
+    assert_eq!(p.b.counters().resets_received, 1);
+    assert_eq!(p.a.counters().aborted, 1);
+    assert_eq!(p.b.state(s), Err(Error::InvalidHandle), "released");
+}
