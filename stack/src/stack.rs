@@ -1148,6 +1148,23 @@ impl Stack {
             slot.gen = slot.gen.wrapping_add(1);
             self.free.push(idx);
         }
+        self.prune_timers();
+    }
+
+    /// Timer entries are cancelled lazily; entries of freed or rescheduled connections
+    /// stay until popped. Under churn that is most of them, so once the heap holds four
+    /// times more entries than live connections it is filtered down to the live ones:
+    /// amortised O(1) per timer, and the heap stays proportional to the connections.
+    fn prune_timers(&mut self) {
+        if self.timers.len() <= 4 * (self.conns.len() + 256) {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|Reverse((at, idx, gen))| {
+            slots.get(*idx as usize).is_some_and(|s| {
+                s.gen == *gen && s.item.as_ref().is_some_and(|t| t.scheduled == Some(*at))
+            })
+        });
     }
 
     fn apply_report(&mut self, rep: &Report) {
