@@ -145,6 +145,10 @@ pub struct Config {
     pub answer_ping: bool,
     /// Default listen backlog cap (SYN queue plus accept queue) when `listen` asks for 0.
     pub default_backlog: usize,
+    /// Answer SYNs with SYN cookies when a listener's backlog is full (RFC 4987).
+    pub syn_cookies: bool,
+    /// Out-of-order bytes held across all connections.
+    pub max_ooo_bytes_total: usize,
 }
 
 impl Default for Config {
@@ -180,6 +184,8 @@ impl Default for Config {
             challenge_ack_limit: 1000,
             answer_ping: true,
             default_backlog: 128,
+            syn_cookies: true,
+            max_ooo_bytes_total: 64 * 1024 * 1024,
         }
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cookie;
 pub mod error;
 pub mod ethernet;
 pub mod isn;

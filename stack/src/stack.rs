@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use hashbrown::HashMap;
 
 use crate::config::{Config, Medium, ReusePolicy};
+use crate::cookie::{self, CookieJar};
 use crate::error::{Error, InUse};
 use crate::ethernet::{EthernetLayer, FrameIn, NeighborConfig};
 use crate::isn::IsnGenerator;
@@ -147,6 +148,12 @@ pub struct Counters {
     pub connect_addr_in_use: u64,
     /// `connect` refused for lack of an ephemeral port.
     pub connect_no_port: u64,
+    /// SYN cookies sent because a listener's SYN queue was full.
+    pub syn_cookies_sent: u64,
+    /// ACKs that carried a valid cookie and became connections.
+    pub syn_cookies_valid: u64,
+    /// ACKs to a listener that carried no valid cookie (answered with RST).
+    pub syn_cookies_invalid: u64,
 }
 
 impl Counters {
@@ -186,6 +193,9 @@ impl Counters {
             ("tx_buffer_too_small", self.tx_buffer_too_small),
             ("connect_addr_in_use", self.connect_addr_in_use),
             ("connect_no_port", self.connect_no_port),
+            ("syn_cookies_sent", self.syn_cookies_sent),
+            ("syn_cookies_valid", self.syn_cookies_valid),
+            ("syn_cookies_invalid", self.syn_cookies_invalid),
         ];
         for (r, n) in DropReason::ALL.iter().zip(self.dropped.iter()) {
             v.push((r.name(), *n));
@@ -277,6 +287,9 @@ pub struct Stack {
     state_counts: [usize; 11],
     challenge_window: (u64, u32),
     eth: Option<EthernetLayer>,
+    cookies: CookieJar,
+    last_cookie: Option<Instant>,
+    ooo_total: usize,
 }
 
 fn derive_secret(seed: [u8; 16], salt: u8) -> [u8; 16] {
@@ -322,6 +335,9 @@ impl Stack {
             counters: Counters::default(),
             state_counts: [0; 11],
             challenge_window: (0, 0),
+            cookies: CookieJar::new(derive_secret(seed, 4)),
+            last_cookie: None,
+            ooo_total: 0,
             eth: match cfg_medium {
                 Medium::Ip => None,
                 Medium::Ethernet { mac } => {
@@ -853,14 +869,26 @@ impl Stack {
                 return;
             };
             let before = t.state;
-            let mut rep = Report::default();
+            let ooo_before = t.ooo_bytes();
+            let mut rep = Report {
+                ooo_budget: cfg.max_ooo_bytes_total.saturating_sub(self.ooo_total),
+                ..Report::default()
+            };
             let d = t.on_segment(now, cfg, seg, &mut rep);
+            self.ooo_total = self.ooo_total + t.ooo_bytes() - ooo_before;
             self.after(now, idx, before, d, rep);
             return;
         }
         if self.tw.contains(&seg.tuple) {
             self.on_time_wait_segment(now, seg);
             return;
+        }
+        if seg.flags.ack && !seg.flags.syn && !seg.flags.rst && self.cookies_recent(now) {
+            if let Some(l) = self.find_listener(seg.tuple.local) {
+                if self.accept_cookie(now, l, seg) {
+                    return;
+                }
+            }
         }
         if seg.flags.syn && !seg.flags.ack && !seg.flags.rst {
             if let Some(l) = self.find_listener(seg.tuple.local) {
@@ -890,7 +918,14 @@ impl Stack {
             return;
         };
         if listener.pending + listener.accept_q.len() >= listener.backlog {
-            self.counters.syn_backlog_drops += 1;
+            // The SYN queue is full. Answer statelessly while the accept queue has room
+            // (RFC 4987 §3.6); otherwise drop, as an application that does not accept
+            // cannot take more connections anyway.
+            if self.cfg.syn_cookies && listener.accept_q.len() < listener.backlog {
+                self.send_cookie(now, seg);
+            } else {
+                self.counters.syn_backlog_drops += 1;
+            }
             return;
         }
         if self.conns.len() >= self.cfg.max_connections {
@@ -912,6 +947,115 @@ impl Stack {
             Disposition::Keep,
             Report::default(),
         );
+    }
+
+    fn cookies_recent(&self, now: Instant) -> bool {
+        self.last_cookie
+            .is_some_and(|t| now.saturating_since(t) <= Duration::from_secs(128))
+    }
+
+    fn send_cookie(&mut self, now: Instant, syn: &Segment<'_>) {
+        let our_mss = if syn.tuple.local.is_ipv4() {
+            self.cfg.mss_v4
+        } else {
+            self.cfg.mss_v6
+        };
+        let peer_mss = syn
+            .opts
+            .mss
+            .unwrap_or(if syn.tuple.local.is_ipv4() { 536 } else { 1220 });
+        let iss = self.cookies.make(now, &syn.tuple, syn.seq, peer_mss);
+        let ts = syn.opts.timestamp.filter(|_| self.cfg.timestamps);
+        let mut rcv_wscale = 0u8;
+        while rcv_wscale < 14 && (self.cfg.recv_buffer >> rcv_wscale) > 65535 {
+            rcv_wscale += 1;
+        }
+        // Without timestamps there is nowhere to keep window scale and SACK: not offered.
+        let wscale = (ts.is_some() && self.cfg.window_scaling && syn.opts.wscale.is_some())
+            .then_some(rcv_wscale);
+        let sack = ts.is_some() && self.cfg.sack && syn.opts.sack_permitted;
+        let timestamp = ts.map(|(tsval, _)| {
+            let ours = cookie::encode_ts_options(
+                self.ts_clock(now, &syn.tuple),
+                syn.opts.wscale.filter(|_| wscale.is_some()),
+                sack,
+            );
+            (ours, tsval)
+        });
+        self.last_cookie = Some(now);
+        self.counters.syn_cookies_sent += 1;
+        self.push_ctrl(
+            true,
+            Control::Tcp {
+                tuple: syn.tuple,
+                seg: OutSegment {
+                    seq: iss,
+                    ack: syn.seq + 1u32,
+                    flags: Flags {
+                        syn: true,
+                        ack: true,
+                        ..Flags::default()
+                    },
+                    window: self.cfg.recv_buffer.min(65535) as u16,
+                    mss: Some(our_mss),
+                    wscale,
+                    sack_permitted: sack,
+                    timestamp,
+                    ..OutSegment::default()
+                },
+            },
+        );
+    }
+
+    /// An ACK to a listener with no connection: is it the answer to a cookie?
+    fn accept_cookie(&mut self, now: Instant, l: u32, seg: &Segment<'_>) -> bool {
+        let Some(info) = self
+            .cookies
+            .check(now, &seg.tuple, seg.seq - 1u32, seg.ack - 1u32)
+        else {
+            self.counters.syn_cookies_invalid += 1;
+            return false;
+        };
+        let Some(listener) = self.listeners[l as usize].item.as_mut() else {
+            return false;
+        };
+        if listener.accept_q.len() >= listener.backlog
+            || self.conns.len() >= self.cfg.max_connections
+        {
+            self.counters.syn_backlog_drops += 1;
+            return true;
+        }
+        // Counted as embryonic for a moment so the Established hand-over balances.
+        listener.pending += 1;
+        self.counters.syn_cookies_valid += 1;
+        self.counters.passive_opens += 1;
+        let (wscale, sack) = match seg.opts.timestamp {
+            Some((_, tsecr)) => cookie::decode_ts_options(tsecr),
+            None => (None, false),
+        };
+        let mut tcb = self.new_tcb(now, seg.tuple, seg.ack - 1u32);
+        tcb.listener = Some(l);
+        tcb.open_from_cookie(now, seg, info.mss, wscale, sack);
+        let idx = self.insert_tcb(tcb);
+        let cfg = &self.cfg;
+        let mut rep = Report {
+            ooo_budget: cfg.max_ooo_bytes_total.saturating_sub(self.ooo_total),
+            ..Report::default()
+        };
+        if let Some(t) = self.slots[idx as usize].item.as_mut() {
+            // The ACK may carry data (and even a FIN): process it as any segment.
+            let _ = t.on_segment(now, cfg, seg, &mut rep);
+            self.ooo_total += t.ooo_bytes();
+        }
+        self.state_counts[TcpState::SynReceived.index()] += 1;
+        self.after(
+            now,
+            idx,
+            TcpState::SynReceived,
+            Disposition::Established,
+            rep,
+        );
+        true
     }
 
     fn on_time_wait_segment(&mut self, now: Instant, seg: &Segment<'_>) {
@@ -1144,7 +1288,8 @@ impl Stack {
 
     fn free_slot(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.item.take().is_some() {
+        if let Some(t) = slot.item.take() {
+            self.ooo_total -= t.ooo_bytes().min(self.ooo_total);
             slot.gen = slot.gen.wrapping_add(1);
             self.free.push(idx);
         }

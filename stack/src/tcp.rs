@@ -209,6 +209,8 @@ impl SegDrop {
 /// Side effects a TCB reports to the stack's counters.
 #[derive(Default, Debug)]
 pub(crate) struct Report {
+    /// Input: out-of-order bytes this connection may still add stack-wide.
+    pub ooo_budget: usize,
     pub drop: Option<SegDrop>,
     pub retransmits: u64,
     pub fast_retransmits: u64,
@@ -635,6 +637,54 @@ impl Tcb {
         self.rtx_at = Some(now + self.rto);
         self.cwnd = self.initial_cwnd();
         self.update_rcv_adv();
+    }
+
+    /// A connection established by a valid SYN cookie in `ack`: the handshake state is
+    /// rebuilt from the cookie (RFC 4987 §3.6) instead of from a SYN-RECEIVED TCB.
+    pub fn open_from_cookie(
+        &mut self,
+        now: Instant,
+        ack: &Segment<'_>,
+        mss: u16,
+        wscale: Option<u8>,
+        sack: bool,
+    ) {
+        self.state = TcpState::Established;
+        self.irs = ack.seq - 1u32;
+        self.rcv_nxt = ack.seq;
+        self.snd_una = ack.ack;
+        self.snd_nxt = ack.ack;
+        self.snd_max = ack.ack;
+        self.buf_seq = ack.ack;
+        self.snd_mss = mss.min(self.our_mss);
+        self.wscale_ok = self.offer_wscale && wscale.is_some() && ack.opts.timestamp.is_some();
+        if self.wscale_ok {
+            self.snd_wscale = wscale.unwrap_or(0).min(14);
+        } else {
+            self.snd_wscale = 0;
+            self.rcv_wscale = 0;
+            self.recv_cap = self.recv_cap.min(65535);
+        }
+        self.ts_ok = self.offer_ts && ack.opts.timestamp.is_some();
+        if let (true, Some((tsval, _))) = (self.ts_ok, ack.opts.timestamp) {
+            self.ts_recent = tsval;
+            self.ts_recent_at = now;
+        }
+        self.sack_ok = self.offer_sack && sack && self.ts_ok;
+        self.snd_wnd = (ack.window as u32) << self.snd_wscale;
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = ack.seq;
+        self.snd_wl2 = ack.ack;
+        self.cwnd = self.initial_cwnd();
+        self.last_ack_sent = ack.seq;
+        // The cookie SYN-ACK advertised this much (unscaled, at most 65535).
+        self.rcv_adv = self.rcv_nxt + self.free_recv_space().min(65535) as u32;
+        self.events |= EventSet::CONNECTED | EventSet::WRITABLE;
+    }
+
+    /// Out-of-order bytes held.
+    pub fn ooo_bytes(&self) -> usize {
+        self.ooo_bytes
     }
 
     /// Applies the options of the peer's SYN.
@@ -1335,7 +1385,7 @@ impl Tcb {
                 self.delack_at = Some(now + cfg.delayed_ack);
             }
         } else {
-            if !self.store_ooo(start, data) {
+            if !self.store_ooo(start, data, rep.ooo_budget) {
                 rep.drop = Some(SegDrop::OooLimit);
                 rep.ooo_dropped_bytes += data.len() as u64;
             }
@@ -1344,7 +1394,7 @@ impl Tcb {
         }
     }
 
-    fn store_ooo(&mut self, start: SeqNum, data: &[u8]) -> bool {
+    fn store_ooo(&mut self, start: SeqNum, data: &[u8], budget: usize) -> bool {
         let end = start + data.len();
         // Merge with every overlapping or adjacent block.
         let mut new_start = start;
@@ -1364,7 +1414,7 @@ impl Tcb {
         }
         let added =
             (new_end - new_start) as usize - merged.iter().map(|(_, d)| d.len()).sum::<usize>();
-        if self.ooo_bytes + added > self.ooo_limit {
+        if self.ooo_bytes + added > self.ooo_limit || added > budget {
             // Over the limit: put back what we took and drop the new data.
             for b in merged {
                 self.ooo.push(b);

@@ -399,8 +399,11 @@ fn close_with_unread_data_resets() {
 }
 
 #[test]
-fn backlog_limits_embryonic_connections() {
-    let mut h = Harness::new(Config::default());
+fn backlog_limits_embryonic_connections_without_cookies() {
+    let mut h = Harness::new(Config {
+        syn_cookies: false,
+        ..Config::default()
+    });
     h.stack.listen(h.tuple.remote, 2).unwrap();
     for port in 0..5u16 {
         h.tuple.local.set_port(41000 + port);
