@@ -665,7 +665,8 @@ impl Stack {
         )
     }
 
-    fn insert_tcb(&mut self, tcb: Tcb) -> u32 {
+    fn insert_tcb(&mut self, mut tcb: Tcb) -> u32 {
+        tcb.in_conns = true;
         let tuple = tcb.tuple;
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -879,8 +880,7 @@ impl Stack {
             self.after(now, idx, before, d, rep);
             return;
         }
-        if self.tw.contains(&seg.tuple) {
-            self.on_time_wait_segment(now, seg);
+        if !self.tw.is_empty() && self.on_time_wait_segment(now, seg) {
             return;
         }
         if seg.flags.ack && !seg.flags.syn && !seg.flags.rst && self.cookies_recent(now) {
@@ -1058,7 +1058,8 @@ impl Stack {
         true
     }
 
-    fn on_time_wait_segment(&mut self, now: Instant, seg: &Segment<'_>) {
+    /// Handles a segment for a 4-tuple in TIME_WAIT; false when there is no such entry.
+    fn on_time_wait_segment(&mut self, now: Instant, seg: &Segment<'_>) -> bool {
         let tws = TwSegment {
             seq: seg.seq,
             ack: seg.flags.ack.then_some(seg.ack),
@@ -1097,8 +1098,10 @@ impl Stack {
                     None => self.reply_closed(seg),
                 }
             }
-            Some(TwAction::ResetAccepted) | Some(TwAction::Ignore) | None => {}
+            Some(TwAction::ResetAccepted) | Some(TwAction::Ignore) => {}
+            None => return false,
         }
+        true
     }
 
     fn ts_clock(&self, now: Instant, tuple: &FourTuple) -> u32 {
@@ -1143,7 +1146,7 @@ impl Stack {
             return;
         };
         let mut after_state = t.state;
-        let in_table = self.conns.get(&t.tuple) == Some(&idx);
+        let in_table = t.in_conns;
         match d {
             Disposition::Keep => {}
             Disposition::SendRst { seq, ack } => {
@@ -1252,6 +1255,7 @@ impl Stack {
         if live {
             self.state_counts[after_state.index()] += 1;
         } else if in_table {
+            t.in_conns = false;
             self.conns.remove(&t.tuple);
         }
         if !in_table && live {

@@ -334,6 +334,8 @@ pub(crate) struct Tcb {
     probe_pending: bool,
     keepalive_pending: bool,
     pub in_tx_queue: bool,
+    /// Listed in the stack's connection table (live states only).
+    pub in_conns: bool,
 }
 
 /// Parameters to build a TCB.
@@ -435,6 +437,7 @@ impl Tcb {
             probe_pending: false,
             keepalive_pending: false,
             in_tx_queue: false,
+            in_conns: false,
         }
     }
 

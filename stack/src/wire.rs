@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::wire::{
     Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv6Packet, TcpOption, TcpPacket,
+    Ipv6Packet, TcpPacket,
 };
 
 use crate::seq::SeqNum;
@@ -265,39 +265,64 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>
 
 /// Parses a TCP option list. Malformed options stop the walk and set `malformed`; what
 /// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
-pub fn parse_options(mut bytes: &[u8]) -> TcpOpts {
+pub fn parse_options(bytes: &[u8]) -> TcpOpts {
     let mut opts = TcpOpts::default();
-    while !bytes.is_empty() {
-        let (rest, opt) = match TcpOption::parse(bytes) {
-            Ok(v) => v,
-            Err(_) => {
-                opts.malformed = true;
-                break;
+    // Fast path: the layout Linux puts on every segment after the handshake.
+    if bytes.len() == 12 && bytes[..4] == [1, 1, 8, 10] {
+        opts.timestamp = Some((be32(&bytes[4..8]), be32(&bytes[8..12])));
+        return opts;
+    }
+    let mut i = 0;
+    let mut sacks = 0;
+    while i < bytes.len() {
+        let kind = bytes[i];
+        match kind {
+            0 => break,
+            1 => {
+                i += 1;
+                continue;
             }
-        };
-        match opt {
-            TcpOption::EndOfList => break,
-            TcpOption::NoOperation => {}
-            TcpOption::MaxSegmentSize(m) => opts.mss = Some(m),
-            TcpOption::WindowScale(w) => opts.wscale = Some(w),
-            TcpOption::SackPermitted => opts.sack_permitted = true,
-            TcpOption::SackRange(r) => {
-                for (slot, range) in opts.sack.iter_mut().zip(r.iter()) {
-                    *slot = range.map(|(l, r)| (SeqNum(l), SeqNum(r)));
-                }
-            }
-            TcpOption::TimeStamp { tsval, tsecr } => opts.timestamp = Some((tsval, tsecr)),
-            TcpOption::Unknown { .. } => {}
+            _ => {}
         }
-        // A zero-length option would loop forever; smoltcp reports it as an error, but
-        // guard anyway so no future parser change can hang the stack.
-        if rest.len() >= bytes.len() {
+        let Some(&len) = bytes.get(i + 1) else {
+            opts.malformed = true;
+            break;
+        };
+        let len = len as usize;
+        if len < 2 || i + len > bytes.len() {
             opts.malformed = true;
             break;
         }
-        bytes = rest;
+        let data = &bytes[i + 2..i + len];
+        match (kind, len) {
+            (2, 4) => opts.mss = Some(u16::from_be_bytes([data[0], data[1]])),
+            (3, 3) => opts.wscale = Some(data[0]),
+            (4, 2) => opts.sack_permitted = true,
+            (5, l) if l >= 10 && (l - 2) % 8 == 0 => {
+                for block in data.chunks_exact(8) {
+                    if sacks < opts.sack.len() {
+                        opts.sack[sacks] =
+                            Some((SeqNum(be32(&block[..4])), SeqNum(be32(&block[4..]))));
+                        sacks += 1;
+                    }
+                }
+            }
+            (8, 10) => opts.timestamp = Some((be32(&data[..4]), be32(&data[4..8]))),
+            // A known option with the wrong length is malformed (RFC 9293 §3.1 says a
+            // receiver must be prepared for any length; we stop rather than guess).
+            (2, _) | (3, _) | (4, _) | (5, _) | (8, _) => {
+                opts.malformed = true;
+                break;
+            }
+            _ => {}
+        }
+        i += len;
     }
     opts
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn parse_icmpv4<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
@@ -557,5 +582,57 @@ pub fn unspecified_like(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_fast_path_and_general_path_agree() {
+        let ts = [1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 9];
+        assert_eq!(parse_options(&ts).timestamp, Some((5, 9)));
+        let ts_other_layout = [8, 10, 0, 0, 0, 5, 0, 0, 0, 9, 1, 0];
+        assert_eq!(parse_options(&ts_other_layout).timestamp, Some((5, 9)));
+    }
+
+    #[test]
+    fn syn_options_parse() {
+        let o = parse_options(&[
+            2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        assert_eq!(o.mss, Some(1460));
+        assert!(o.sack_permitted);
+        assert_eq!(o.timestamp, Some((1, 0)));
+        assert_eq!(o.wscale, Some(7));
+        assert!(!o.malformed);
+    }
+
+    #[test]
+    fn sack_blocks_parse_up_to_four() {
+        let mut b = vec![1, 1, 5, 34];
+        for i in 0..4u32 {
+            b.extend_from_slice(&(i * 100).to_be_bytes());
+            b.extend_from_slice(&(i * 100 + 50).to_be_bytes());
+        }
+        let o = parse_options(&b);
+        assert_eq!(o.sack[3], Some((SeqNum(300), SeqNum(350))));
+    }
+
+    #[test]
+    fn bad_lengths_stop_parsing() {
+        for bad in [
+            &[2u8, 0][..],
+            &[2, 1, 0],
+            &[8, 40, 0, 0],
+            &[2, 3, 0],
+            &[5, 6, 0, 0, 0, 0],
+        ] {
+            assert!(parse_options(bad).malformed, "{bad:?}");
+        }
+        let o = parse_options(&[2, 4, 5, 0xb4, 3, 0]);
+        assert_eq!(o.mss, Some(1460), "what came before a bad option stays");
+        assert!(o.malformed);
     }
 }
