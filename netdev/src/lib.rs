@@ -1,16 +1,30 @@
 //! fourtuple-netdev: the devices that carry a fourtuple stack's packets.
 //!
 //! It owns moving whole packets between a [`fourtuple_stack`] stack and the world: the
-//! [`Device`] trait that TUN and AF_PACKET devices implement, the in-memory simulated-time
-//! [`pipe::Pipe`] that joins two stacks in tests and benches, and the [`pcap::PcapWriter`]
-//! tee that records what passes. It must never parse or build protocol headers, run TCP
-//! logic, or decide what to send: that is the stack's job. Only real devices and the event
-//! loop may touch the OS; the pipe and pcap modules read no clock.
+//! [`Device`] trait, the real devices ([`tun::TunDevice`] for raw IP, [`af_packet::AfPacketDevice`]
+//! for Ethernet frames, [`datagram::DatagramDevice`] for root-free tests), the mio
+//! [`event_loop::EventLoop`] that drives a stack over one of them with applications on
+//! top, the in-memory simulated-time [`pipe::Pipe`] that joins two stacks in tests and
+//! benches, and the [`pcap::PcapWriter`] tee that records what passes. It must never parse
+//! or build protocol headers, run TCP logic, or decide what to send: that is the stack's
+//! job. Only real devices and the event loop may touch the OS; the pipe and pcap modules
+//! read no clock.
 
 #![forbid(unsafe_code)]
 
+pub mod af_packet;
+pub mod datagram;
+pub mod event_loop;
 pub mod pcap;
 pub mod pipe;
+pub mod tun;
+
+pub use af_packet::AfPacketDevice;
+pub use datagram::DatagramDevice;
+pub use event_loop::{
+    App, Control, EventLoop, LoopClock, LoopError, LoopOptions, LoopStats, StopHandle, StopReason,
+};
+pub use tun::{TunConfig, TunDevice};
 
 pub use pcap::{LinkType, PcapWriter};
 pub use pipe::{End, Impairment, Pipe, PipeStats};
