@@ -15,6 +15,8 @@
 pub mod args;
 pub mod churn;
 mod churn_cli;
+pub mod servers;
+mod up;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -36,9 +38,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the stack on a TUN or AF_PACKET interface until SIGINT/SIGTERM (not implemented
-    /// yet: issue #3).
-    Up(NotYet),
+    /// Run the stack on a TUN or AF_PACKET interface until SIGINT/SIGTERM: answers ping,
+    /// runs the --serve services, prints `ready` once serving and the counters on exit.
+    Up(up::UpArgs),
     /// Open and close connections as fast as possible and report lifecycles/s, failures by
     /// kind and TIME_WAIT entries on each side.
     Churn(churn_cli::ChurnArgs),
@@ -79,7 +81,7 @@ where
         }
     };
     match cli.command {
-        Command::Up(_) => not_implemented("up", 3),
+        Command::Up(a) => up::run(a),
         Command::Compare(_) => not_implemented("compare", 4),
         Command::Churn(a) => churn_cli::run(a),
     }
@@ -204,8 +206,102 @@ mod tests {
     }
 
     #[test]
-    fn up_and_compare_are_not_implemented() {
-        assert_eq!(run_with_args(["fourtuple", "up", "--tun", "x"]), EXIT_USAGE);
+    fn up_flags_parse() {
+        let cli = parse(&[
+            "up",
+            "--tun",
+            "ft0",
+            "--addr",
+            "192.0.2.2/24",
+            "--host-addr",
+            "192.0.2.1",
+            "--serve",
+            "echo:7,discard:9,http:80",
+            "--pcap",
+            "x.pcap",
+            "--msl",
+            "5s",
+            "--policy",
+            "local-port",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Up(a) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(a.tun.as_deref(), Some("ft0"));
+        assert_eq!(a.serve.unwrap().0.len(), 3);
+        assert_eq!(a.msl, core::time::Duration::from_secs(5));
+        assert!(a.json);
+    }
+
+    #[test]
+    fn up_usage_errors() {
+        for bad in [
+            &["up", "--addr", "192.0.2.2/24"][..],
+            &[
+                "up",
+                "--tun",
+                "a",
+                "--af-packet",
+                "b",
+                "--addr",
+                "192.0.2.2/24",
+            ],
+            &["up", "--tun", "a"],
+            &["up", "--tun", "a", "--addr", "192.0.2.2"],
+            &[
+                "up",
+                "--tun",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--serve",
+                "ftp:21",
+            ],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{bad:?}");
+        }
+        // Checked after parsing, before any device is touched.
+        for bad in [
+            &[
+                "fourtuple",
+                "up",
+                "--tun",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--host-addr",
+                "192.0.2.2",
+            ][..],
+            &[
+                "fourtuple",
+                "up",
+                "--tun",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--host-addr",
+                "198.51.100.1",
+            ],
+            &[
+                "fourtuple",
+                "up",
+                "--af-packet",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--host-addr",
+                "192.0.2.1",
+            ],
+        ] {
+            assert_eq!(run_with_args(bad.iter().copied()), EXIT_USAGE, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compare_is_not_implemented() {
         assert_eq!(
             run_with_args(["fourtuple", "compare", "--quick"]),
             EXIT_USAGE
