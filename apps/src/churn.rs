@@ -47,6 +47,9 @@ pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// Size of the request and of the reply, in bytes.
 pub const MESSAGE_LEN: usize = 16;
 
+/// The application "goodbye" a server sends after its reply in [`CloseMode::Goodbye`].
+pub const GOODBYE: &[u8; 8] = b"GOODBYE\n";
+
 /// Size of each packet buffer handed to `poll_transmit` (the MTU).
 const MTU: usize = 1500;
 
@@ -71,6 +74,10 @@ pub enum CloseMode {
     Server,
     /// The client resets the connection (RST) after reading the reply. No TIME_WAIT.
     Abort,
+    /// Against a `--target` only: the server follows its reply with the application
+    /// message [`GOODBYE`], the client closes first on reading it (TIME_WAIT on the
+    /// client), and the server aborts (RST) if the client lingers.
+    Goodbye,
 }
 
 impl CloseMode {
@@ -80,6 +87,7 @@ impl CloseMode {
             CloseMode::Client => "client",
             CloseMode::Server => "server",
             CloseMode::Abort => "abort",
+            CloseMode::Goodbye => "goodbye",
         }
     }
 }
@@ -253,6 +261,8 @@ impl ChurnReport {
 }
 
 /// Runs the churn workload between two in-memory stacks and reports; prints nothing.
+/// [`CloseMode::Goodbye`] needs a real server (`--target`); in memory it runs as
+/// [`CloseMode::Client`].
 pub fn run_in_memory(cfg: &ChurnConfig) -> ChurnReport {
     run_in_memory_with_progress(cfg, Duration::MAX, |_| {})
 }
@@ -386,15 +396,26 @@ struct Lifecycle {
     server: Side<ServerPhase>,
 }
 
+const REQUEST_SALT: u64 = 0x5245_5155_4553_5421;
+
 /// The request for lifecycle `id`: the id, then a mix of it, so a stray or shifted byte
 /// shows.
-fn request(id: u64) -> [u8; MESSAGE_LEN] {
-    message(id, 0x5245_5155_4553_5421)
+pub fn request(id: u64) -> [u8; MESSAGE_LEN] {
+    message(id, REQUEST_SALT)
 }
 
 /// The reply for lifecycle `id`.
-fn reply(id: u64) -> [u8; MESSAGE_LEN] {
+pub fn reply(id: u64) -> [u8; MESSAGE_LEN] {
     message(id, 0x5245_504c_5921_2121)
+}
+
+/// The lifecycle id a request names, if it is a well-formed request (what a server that
+/// is not part of this process checks before it answers with [`reply`]).
+pub fn decode_request(m: &[u8; MESSAGE_LEN]) -> Option<u64> {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&m[..8]);
+    let id = u64::from_le_bytes(id) ^ REQUEST_SALT;
+    (request(id) == *m).then_some(id)
 }
 
 fn message(id: u64, salt: u64) -> [u8; MESSAGE_LEN] {
@@ -418,11 +439,11 @@ enum Pump {
     Fail(&'static str),
 }
 
-fn error_kind(e: Error) -> &'static str {
+pub(crate) fn error_kind(e: Error) -> &'static str {
     e.outcome()
 }
 
-fn seed_bytes(seed: u64, salt: u8) -> [u8; 16] {
+pub(crate) fn seed_bytes(seed: u64, salt: u8) -> [u8; 16] {
     let mut s = [0u8; 16];
     s[..8].copy_from_slice(&seed.to_le_bytes());
     s[8..].copy_from_slice(&seed.rotate_left(17).to_be_bytes());
@@ -878,7 +899,7 @@ impl Driver {
                         Read::Fail(kind) => return Pump::Fail(kind),
                     }
                     match close {
-                        CloseMode::Client => {
+                        CloseMode::Client | CloseMode::Goodbye => {
                             if let Err(e) = stack.shutdown_write(now, h) {
                                 return Pump::Fail(error_kind(e));
                             }
@@ -955,7 +976,7 @@ impl Driver {
                         return Pump::Wait;
                     }
                     side.phase = match close {
-                        CloseMode::Client => ServerPhase::AwaitEof,
+                        CloseMode::Client | CloseMode::Goodbye => ServerPhase::AwaitEof,
                         CloseMode::Server => {
                             if let Err(e) = stack.shutdown_write(now, h) {
                                 return Pump::Fail(error_kind(e));
@@ -1006,7 +1027,7 @@ impl Driver {
 }
 
 /// The failure kind of a connection that reported ERROR.
-fn conn_error_kind(stack: &Stack, h: ConnHandle) -> &'static str {
+pub(crate) fn conn_error_kind(stack: &Stack, h: ConnHandle) -> &'static str {
     match stack.error(h) {
         Ok(Some(e)) => Error::Connection(e).outcome(),
         Ok(None) => "error",
@@ -1016,7 +1037,7 @@ fn conn_error_kind(stack: &Stack, h: ConnHandle) -> &'static str {
 
 /// True once a connection this side shut down has finished closing without an error:
 /// CLOSED after LAST-ACK, or TIME-WAIT.
-fn close_finished(stack: &Stack, h: ConnHandle) -> bool {
+pub(crate) fn close_finished(stack: &Stack, h: ConnHandle) -> bool {
     matches!(stack.state(h), Ok(TcpState::TimeWait | TcpState::Closed))
         && matches!(stack.error(h), Ok(None))
 }
@@ -1155,6 +1176,17 @@ mod tests {
         assert!(r.is_success(), "{r:?}");
         assert!(r.completed > 0);
         assert_eq!(r.completed, r.started);
+    }
+
+    #[test]
+    fn requests_decode_to_their_id() {
+        for id in [1u64, 2, 99, u64::MAX] {
+            assert_eq!(decode_request(&request(id)), Some(id));
+        }
+        let mut bad = request(7);
+        bad[12] ^= 1;
+        assert_eq!(decode_request(&bad), None);
+        assert_eq!(decode_request(&reply(7)), None);
     }
 
     #[test]

@@ -25,10 +25,28 @@ const DEFAULT_COUNT: u64 = 10_000;
 #[derive(Args, Debug)]
 pub(crate) struct ChurnArgs {
     /// Run client and server as two stacks in this process, joined back to back on a
-    /// simulated clock (no device, no privileges). Required for now: churn against a real
-    /// target over TUN comes in a later issue.
-    #[arg(long)]
+    /// simulated clock (no device, no privileges).
+    #[arg(long, conflicts_with = "target")]
     pub in_memory: bool,
+
+    /// Churn against a real server at IP:PORT (e.g. the kernel, through the TUN): fourtuple
+    /// is the client; needs --tun and --addr. The server must speak the churn protocol
+    /// (`fourtuple kernel-peer` does).
+    #[arg(long, value_name = "IP:PORT", requires_all = ["tun", "addr"])]
+    pub target: Option<std::net::SocketAddr>,
+
+    /// With --target: create this TUN and run the client stack behind it (CAP_NET_ADMIN).
+    #[arg(long, value_name = "NAME", requires = "target")]
+    pub tun: Option<String>,
+
+    /// With --target: the client stack's IPv4 address and prefix, e.g. 192.0.2.2/24.
+    #[arg(long, value_name = "IP/PREFIX", value_parser = crate::up::parse_cidr,
+          requires = "target")]
+    pub addr: Option<(std::net::Ipv4Addr, u8)>,
+
+    /// With --target: the kernel's address on the TUN, e.g. 192.0.2.1.
+    #[arg(long, value_name = "IP", requires = "target")]
+    pub host_addr: Option<std::net::Ipv4Addr>,
 
     /// Number of connection lifecycles to run [default: 10000].
     #[arg(long, value_name = "N", value_parser = parse_nonzero_u64, conflicts_with = "duration")]
@@ -45,7 +63,9 @@ pub(crate) struct ChurnArgs {
     pub concurrency: u32,
 
     /// Who closes first: `client` (TIME_WAIT on the client), `server` (TIME_WAIT on the
-    /// server) or `abort` (the client sends RST after the reply: no TIME_WAIT).
+    /// server), `abort` (the client sends RST after the reply: no TIME_WAIT) or, with
+    /// --target, `goodbye` (the server sends an application goodbye, the client closes
+    /// first, the server resets a client that lingers).
     #[arg(long, value_enum, default_value_t = CloseMode::Client)]
     pub close: CloseMode,
 
@@ -59,11 +79,11 @@ pub(crate) struct ChurnArgs {
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
 
-    /// Number of server ports (10000, 10001, ...) the client spreads connections over,
-    /// round-robin; each multiplies the 4-tuples available.
-    #[arg(long, value_name = "K", default_value_t = 16,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub server_ports: u16,
+    /// Number of server ports the client spreads connections over, round-robin; each
+    /// multiplies the 4-tuples available. In memory: 10000, 10001, ... [default: 16];
+    /// with --target: the target's port and the next ones [default: 1].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    pub server_ports: Option<u16>,
 
     /// Maximum segment lifetime of both stacks; TIME_WAIT lasts 2*MSL.
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration,
@@ -74,8 +94,8 @@ pub(crate) struct ChurnArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "50us")]
     pub latency: Duration,
 
-    /// Simulated time a lifecycle may take before it counts as failed
-    /// (lifecycle-timeout).
+    /// Time a lifecycle may take before it counts as failed (lifecycle-timeout): simulated
+    /// in memory, wall clock against a target.
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration,
           default_value = "30s")]
     pub lifecycle_timeout: Duration,
@@ -99,7 +119,9 @@ impl ChurnArgs {
             close: self.close,
             policy: self.policy,
             port_range: self.port_range.unwrap_or(d.port_range),
-            server_ports: self.server_ports,
+            server_ports: self
+                .server_ports
+                .unwrap_or(if self.target.is_some() { 1 } else { 16 }),
             msl: self.msl,
             latency: self.latency,
             lifecycle_timeout: self.lifecycle_timeout,
@@ -112,11 +134,8 @@ impl ChurnArgs {
 
 /// Runs `fourtuple churn` and returns the exit code.
 pub(crate) fn run(a: ChurnArgs) -> i32 {
-    if !a.in_memory {
-        eprintln!(
-            "fourtuple churn: pass --in-memory; churn against a real target \
-             (--target over TUN) is not implemented yet"
-        );
+    if !a.in_memory && a.target.is_none() {
+        eprintln!("fourtuple churn: pass --in-memory, or --target IP:PORT --tun NAME --addr IP/N");
         return EXIT_USAGE;
     }
     let cfg = match a.to_config() {
@@ -126,6 +145,13 @@ pub(crate) fn run(a: ChurnArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Some(target) = a.target {
+        return run_target(&a, cfg, target);
+    }
+    if cfg.close == CloseMode::Goodbye {
+        eprintln!("fourtuple churn: --close goodbye needs a real server: use --target");
+        return EXIT_USAGE;
+    }
     let live = std::io::stderr().is_terminal();
     let report = churn::run_in_memory_with_progress(&cfg, Duration::from_millis(250), |p| {
         if live {
@@ -149,10 +175,37 @@ pub(crate) fn run(a: ChurnArgs) -> i32 {
     if live {
         eprint!("\r\x1b[K");
     }
-    if a.json {
-        println!("{}", to_json(&report));
+    finish(&report, a.json, "in-memory")
+}
+
+/// Runs `churn --target` over a TUN.
+fn run_target(a: &ChurnArgs, cfg: ChurnConfig, target: std::net::SocketAddr) -> i32 {
+    let (Some(tun), Some(addr)) = (a.tun.clone(), a.addr) else {
+        eprintln!("fourtuple churn: --target needs --tun NAME and --addr IP/PREFIX");
+        return EXIT_USAGE;
+    };
+    let tc = crate::churn_target::TargetConfig {
+        churn: cfg,
+        target,
+        tun,
+        addr,
+        host_addr: a.host_addr,
+    };
+    match crate::churn_target::run_target(&tc) {
+        Ok(report) => finish(&report, a.json, "target"),
+        Err(e) => {
+            eprintln!("fourtuple churn: {e}");
+            EXIT_FAILURES
+        }
+    }
+}
+
+/// Prints the report and returns the exit code.
+fn finish(report: &ChurnReport, json_out: bool, mode: &str) -> i32 {
+    if json_out {
+        println!("{}", to_json(report, mode));
     } else {
-        print!("{}", summary(&report));
+        print!("{}", summary(report, mode));
     }
     if let Some(why) = &report.stalled {
         eprintln!("fourtuple churn: stopped early: {why}");
@@ -173,7 +226,7 @@ fn nonzero(counters: &[(&'static str, u64)]) -> Map<String, Value> {
 }
 
 /// The `--json` object.
-fn to_json(r: &ChurnReport) -> Value {
+fn to_json(r: &ChurnReport, mode: &str) -> Value {
     let c = &r.config;
     let failures: Map<String, Value> = r
         .failures
@@ -181,7 +234,7 @@ fn to_json(r: &ChurnReport) -> Value {
         .map(|(k, v)| ((*k).to_string(), json!(v)))
         .collect();
     json!({
-        "mode": "in-memory",
+        "mode": mode,
         "started": r.started,
         "completed": r.completed,
         "failed": r.failed,
@@ -212,14 +265,15 @@ fn to_json(r: &ChurnReport) -> Value {
 }
 
 /// The human-readable summary.
-fn summary(r: &ChurnReport) -> String {
+fn summary(r: &ChurnReport, mode: &str) -> String {
     use std::fmt::Write as _;
     let c = &r.config;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "churn in memory: close={} policy={} concurrency={} port-range={}-{} server-ports={} \
+        "churn {}: close={} policy={} concurrency={} port-range={}-{} server-ports={} \
          msl={:?} latency={:?}",
+        mode,
         c.close.name(),
         c.policy.name(),
         c.concurrency,

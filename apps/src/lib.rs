@@ -15,6 +15,8 @@
 pub mod args;
 pub mod churn;
 mod churn_cli;
+pub mod churn_target;
+mod kernel_peer;
 pub mod servers;
 mod up;
 
@@ -44,6 +46,9 @@ enum Command {
     /// Open and close connections as fast as possible and report lifecycles/s, failures by
     /// kind and TIME_WAIT entries on each side.
     Churn(churn_cli::ChurnArgs),
+    /// A churn server on the host kernel's TCP (for tests and `churn --target`).
+    #[command(hide = true)]
+    KernelPeer(kernel_peer::KernelPeerArgs),
     /// Run the scenario matrix on the host kernel and on fourtuple side by side (not
     /// implemented yet: issue #4).
     Compare(NotYet),
@@ -84,6 +89,7 @@ where
         Command::Up(a) => up::run(a),
         Command::Compare(_) => not_implemented("compare", 4),
         Command::Churn(a) => churn_cli::run(a),
+        Command::KernelPeer(a) => kernel_peer::run(a),
     }
 }
 

@@ -81,7 +81,7 @@ pub(crate) struct UpArgs {
 }
 
 /// Parses `A.B.C.D/N` with `N <= 32`.
-fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (ip, prefix) = s
         .trim()
         .split_once('/')

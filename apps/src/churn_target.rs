@@ -1,0 +1,415 @@
+//! Connection churn against a real server (`fourtuple churn --target IP:PORT --tun NAME`):
+//! fourtuple is the client, over a TUN, and the server is anything that speaks the churn
+//! protocol (e.g. the Linux kernel through `fourtuple kernel-peer`).
+//!
+//! This module owns the client half of the churn lifecycle as an [`App`] on the event loop
+//! (see [`crate::churn`] for the protocol: a 16-byte request naming the lifecycle, a
+//! 16-byte reply, then the close that [`CloseMode`] names) and counting the server's
+//! TIME_WAIT entries from `/proc/net/tcp` of the current network namespace. It must never
+//! start a server, touch a device itself (the loop does), or read the wall clock except
+//! through the loop's `now`.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use fourtuple_netdev::{App, Control, EventLoop, LoopOptions, StopReason, TunConfig, TunDevice};
+use fourtuple_stack::{Config, ConnHandle, Error, Event, EventSet, Instant, Stack};
+use hashbrown::HashMap;
+
+use crate::churn::{
+    close_finished, conn_error_kind, error_kind, reply, request, ChurnConfig, ChurnReport,
+    CloseMode, StopAt, FAIL_DATA_MISMATCH, FAIL_LIFECYCLE_TIMEOUT, FAIL_UNEXPECTED_EOF,
+    FAIL_UNFINISHED, GOODBYE, MESSAGE_LEN,
+};
+
+/// Where the churn client runs and whom it talks to.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    /// The workload (stop, concurrency, close mode, policy, ports, msl, timeouts).
+    pub churn: ChurnConfig,
+    /// The server's address; with `churn.server_ports` K, ports `port..port+K` are used
+    /// round-robin.
+    pub target: SocketAddr,
+    /// The TUN to create.
+    pub tun: String,
+    /// The stack's address and prefix.
+    pub addr: (Ipv4Addr, u8),
+    /// The kernel's address on the TUN, if the TUN should get one.
+    pub host_addr: Option<Ipv4Addr>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Sending,
+    AwaitReply,
+    AwaitGoodbye,
+    AwaitEof,
+    AwaitClosed,
+}
+
+#[derive(Debug)]
+struct Lc {
+    id: u64,
+    phase: Phase,
+    sent: usize,
+    got: usize,
+    rx: [u8; MESSAGE_LEN],
+}
+
+/// The churn client as an app on the loop.
+struct Client {
+    cfg: ChurnConfig,
+    target: SocketAddr,
+    lcs: HashMap<ConnHandle, Lc>,
+    deadlines: VecDeque<(Instant, ConnHandle, u64)>,
+    started: u64,
+    completed: u64,
+    failed: u64,
+    failures: BTreeMap<&'static str, u64>,
+    next_port: u16,
+    start_wall: std::time::Instant,
+    stop_starting: bool,
+    /// The progress mark and when it last changed.
+    last_progress: Option<(u64, Instant)>,
+    progress_mark: u64,
+    stalled: Option<String>,
+}
+
+impl Client {
+    fn may_start(&self) -> bool {
+        match self.cfg.stop {
+            StopAt::Count(n) => self.started < n,
+            StopAt::WallClock(_) => !self.stop_starting,
+        }
+    }
+
+    fn count_failure(&mut self, kind: &'static str) {
+        self.failed += 1;
+        self.progress_mark += 1;
+        *self.failures.entry(kind).or_insert(0) += 1;
+    }
+
+    fn fail(&mut self, stack: &mut Stack, now: Instant, h: ConnHandle, kind: &'static str) {
+        if self.lcs.remove(&h).is_some() {
+            let _ = stack.abort(now, h);
+            self.count_failure(kind);
+        }
+    }
+
+    fn start_one(&mut self, stack: &mut Stack, now: Instant) {
+        self.started += 1;
+        self.progress_mark += 1;
+        let id = self.started;
+        let port = self.target.port().wrapping_add(self.next_port);
+        self.next_port = (self.next_port + 1) % self.cfg.server_ports.max(1);
+        let remote = SocketAddr::new(self.target.ip(), port);
+        match stack.connect(now, remote, None) {
+            Ok(h) => {
+                let deadline = now + self.cfg.lifecycle_timeout;
+                self.lcs.insert(
+                    h,
+                    Lc {
+                        id,
+                        phase: Phase::Connecting,
+                        sent: 0,
+                        got: 0,
+                        rx: [0; MESSAGE_LEN],
+                    },
+                );
+                self.deadlines.push_back((deadline, h, id));
+            }
+            Err(e) => self.count_failure(error_kind(e)),
+        }
+    }
+
+    /// Moves one lifecycle on; returns the failure kind if it failed.
+    fn pump(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        h: ConnHandle,
+        events: EventSet,
+    ) -> Result<bool, &'static str> {
+        let close = self.cfg.close;
+        let Some(lc) = self.lcs.get_mut(&h) else {
+            return Ok(false);
+        };
+        if events.contains(EventSet::ERROR) {
+            return Err(conn_error_kind(stack, h));
+        }
+        let mut buf = [0u8; 4 * MESSAGE_LEN];
+        loop {
+            match lc.phase {
+                Phase::Connecting => {
+                    if !matches!(
+                        stack.state(h),
+                        Ok(fourtuple_stack::TcpState::Established
+                            | fourtuple_stack::TcpState::CloseWait)
+                    ) {
+                        return Ok(false);
+                    }
+                    lc.phase = Phase::Sending;
+                }
+                Phase::Sending => {
+                    let msg = request(lc.id);
+                    match stack.send(now, h, &msg[lc.sent..]) {
+                        Ok(n) => lc.sent += n,
+                        Err(Error::WouldBlock) => return Ok(false),
+                        Err(e) => return Err(error_kind(e)),
+                    }
+                    if lc.sent < MESSAGE_LEN {
+                        return Ok(false);
+                    }
+                    lc.phase = Phase::AwaitReply;
+                }
+                Phase::AwaitReply | Phase::AwaitGoodbye => {
+                    let (want, expected): (usize, Vec<u8>) = if lc.phase == Phase::AwaitReply {
+                        (MESSAGE_LEN, reply(lc.id).to_vec())
+                    } else {
+                        (GOODBYE.len(), GOODBYE.to_vec())
+                    };
+                    let room = want - lc.got;
+                    match stack.recv(now, h, &mut buf[..room]) {
+                        Ok(0) => return Err(FAIL_UNEXPECTED_EOF),
+                        Ok(n) => {
+                            lc.rx[lc.got..lc.got + n].copy_from_slice(&buf[..n]);
+                            lc.got += n;
+                        }
+                        Err(Error::WouldBlock) => return Ok(false),
+                        Err(e) => return Err(error_kind(e)),
+                    }
+                    if lc.got < want {
+                        continue;
+                    }
+                    if lc.rx[..want] != expected[..] {
+                        return Err(FAIL_DATA_MISMATCH);
+                    }
+                    lc.got = 0;
+                    if lc.phase == Phase::AwaitReply && close == CloseMode::Goodbye {
+                        lc.phase = Phase::AwaitGoodbye;
+                        continue;
+                    }
+                    match close {
+                        CloseMode::Client | CloseMode::Goodbye => {
+                            stack.shutdown_write(now, h).map_err(error_kind)?;
+                            lc.phase = Phase::AwaitClosed;
+                        }
+                        CloseMode::Server => lc.phase = Phase::AwaitEof,
+                        CloseMode::Abort => {
+                            let _ = stack.abort(now, h);
+                            return Ok(true);
+                        }
+                    }
+                }
+                Phase::AwaitEof => match stack.recv(now, h, &mut buf) {
+                    Ok(0) => {
+                        stack.shutdown_write(now, h).map_err(error_kind)?;
+                        lc.phase = Phase::AwaitClosed;
+                    }
+                    Ok(_) => return Err(FAIL_DATA_MISMATCH),
+                    Err(Error::WouldBlock) => return Ok(false),
+                    Err(e) => return Err(error_kind(e)),
+                },
+                Phase::AwaitClosed => {
+                    // Bytes after the close (none are expected) or the peer's FIN.
+                    match stack.recv(now, h, &mut buf) {
+                        Ok(0) | Err(Error::WouldBlock) => {}
+                        Ok(_) => return Err(FAIL_DATA_MISMATCH),
+                        Err(e) => return Err(error_kind(e)),
+                    }
+                    if !close_finished(stack, h) {
+                        return Ok(false);
+                    }
+                    let _ = stack.close(now, h);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    fn on_conn(&mut self, stack: &mut Stack, now: Instant, h: ConnHandle, events: EventSet) {
+        match self.pump(stack, now, h, events) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.lcs.remove(&h);
+                self.completed += 1;
+                self.progress_mark += 1;
+            }
+            Err(kind) => self.fail(stack, now, h, kind),
+        }
+    }
+}
+
+impl App for Client {
+    fn on_event(&mut self, stack: &mut Stack, now: Instant, event: Event) {
+        if let Event::Conn { handle, events } = event {
+            self.on_conn(stack, now, handle, events);
+        }
+    }
+
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> Control {
+        // Deadlines, in order (all lifecycles share one timeout).
+        while let Some(&(at, h, id)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.lcs.get(&h).is_some_and(|lc| lc.id == id) {
+                self.fail(stack, now, h, FAIL_LIFECYCLE_TIMEOUT);
+            }
+        }
+        if let StopAt::WallClock(d) = self.cfg.stop {
+            if self.start_wall.elapsed() >= d {
+                self.stop_starting = true;
+            }
+        }
+        let mut attempts = 0;
+        while self.lcs.len() < self.cfg.concurrency
+            && attempts < self.cfg.concurrency
+            && self.may_start()
+        {
+            attempts += 1;
+            self.start_one(stack, now);
+        }
+        // Lifecycles whose progress needs no new event (e.g. data that came with the
+        // handshake) are pumped by their events; nothing else to do here.
+        if self.lcs.is_empty() && !self.may_start() {
+            return Control::Stop;
+        }
+        // Stall guard: nothing started, completed or failed for twice the lifecycle
+        // timeout (the deadlines should have failed lifecycles long before).
+        match self.last_progress {
+            Some((mark, _)) if mark != self.progress_mark => {
+                self.last_progress = Some((self.progress_mark, now));
+            }
+            Some((_, at)) if now.saturating_since(at) > self.cfg.lifecycle_timeout * 2 => {
+                self.stalled = Some(format!(
+                    "no lifecycle progressed for {:?} with {} in flight",
+                    self.cfg.lifecycle_timeout * 2,
+                    self.lcs.len()
+                ));
+                return Control::Stop;
+            }
+            Some(_) => {}
+            None => self.last_progress = Some((self.progress_mark, now)),
+        }
+        Control::Continue
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.front().map(|d| d.0)
+    }
+}
+
+/// Runs the churn client over a TUN against `tc.target` and reports; prints nothing.
+/// Fails only when the TUN or the loop cannot be set up or the device fails.
+pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
+    let cfg = &tc.churn;
+    let tun_cfg = TunConfig {
+        host_addr: tc.host_addr.map(|h| (h, tc.addr.1)),
+        ..TunConfig::new(tc.tun.clone())
+    };
+    let dev = TunDevice::create(&tun_cfg)?;
+    let stack_cfg = crate::up::with_mtu(
+        Config {
+            msl: cfg.msl,
+            reuse_policy: cfg.policy,
+            ephemeral_ports: cfg.port_range,
+            ..Config::default()
+        },
+        fourtuple_netdev::Device::mtu(&dev),
+    );
+    let mut stack = Stack::new(stack_cfg, crate::up::random_seed());
+    stack.add_address(IpAddr::V4(tc.addr.0));
+    let max = match cfg.stop {
+        StopAt::WallClock(d) => Some(d + cfg.lifecycle_timeout * 2 + Duration::from_secs(5)),
+        StopAt::Count(_) => None,
+    };
+    let mut lp = EventLoop::new(
+        dev,
+        stack,
+        LoopOptions {
+            max_duration: max,
+            ..LoopOptions::default()
+        },
+    )?;
+    let mut client = Client {
+        cfg: cfg.clone(),
+        target: tc.target,
+        lcs: HashMap::new(),
+        deadlines: VecDeque::new(),
+        started: 0,
+        completed: 0,
+        failed: 0,
+        failures: BTreeMap::new(),
+        next_port: 0,
+        start_wall: std::time::Instant::now(),
+        stop_starting: false,
+        last_progress: None,
+        progress_mark: 0,
+        stalled: None,
+    };
+    let reason = lp.run(&mut client).map_err(io::Error::other)?;
+    let elapsed = client.start_wall.elapsed();
+    if reason != StopReason::AppDone && client.stalled.is_none() {
+        client.stalled = Some(format!("stopped early: {}", reason.name()));
+    }
+    // Whatever is still in flight failed: never drop a lifecycle silently.
+    let now = lp.now();
+    let left: Vec<ConnHandle> = client.lcs.keys().copied().collect();
+    for h in left {
+        client.fail(lp.stack_mut(), now, h, FAIL_UNFINISHED);
+    }
+    // Let the TIME_WAIT ACKs and last FINs reach the server before counting its side.
+    std::thread::sleep(Duration::from_millis(200));
+    let server_ports = (tc.target.port(), cfg.server_ports.max(1));
+    let tw_server = kernel_time_wait(tc.target.ip(), server_ports).unwrap_or(0);
+    let stats = lp.stats().clone();
+    let stack = lp.stack();
+    Ok(ChurnReport {
+        config: cfg.clone(),
+        started: client.started,
+        completed: client.completed,
+        failed: client.failed,
+        failures: client.failures,
+        stalled: client.stalled,
+        elapsed,
+        simulated: elapsed,
+        time_wait_client: stack.time_wait().len(),
+        time_wait_server: tw_server,
+        packets_client_to_server: stats.tx_packets,
+        packets_server_to_client: stats.rx_packets,
+        unmatched_server_connections: 0,
+        client_counters: stack.counters().entries(),
+        server_counters: Vec::new(),
+    })
+}
+
+/// TIME_WAIT sockets of this network namespace's kernel whose local address is `ip` and
+/// local port in `first..first+count`, from `/proc/net/tcp` (IPv4 only).
+pub fn kernel_time_wait(ip: IpAddr, (first, count): (u16, u16)) -> io::Result<usize> {
+    let IpAddr::V4(ip) = ip else {
+        return Ok(0);
+    };
+    let text = std::fs::read_to_string("/proc/net/tcp")?;
+    let want_ip = format!("{:08X}", u32::from_le_bytes(ip.octets()));
+    let last = u32::from(first) + u32::from(count) - 1;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "06" {
+                return false;
+            }
+            let Some((lip, lport)) = f[1].split_once(':') else {
+                return false;
+            };
+            let port = u32::from_str_radix(lport, 16).unwrap_or(0);
+            lip == want_ip && (u32::from(first)..=last).contains(&port)
+        })
+        .count())
+}

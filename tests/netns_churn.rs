@@ -1,0 +1,188 @@
+//! Tier 3, fourtuple as the client: `fourtuple churn --target` over a TUN against the Linux
+//! kernel's TCP (`fourtuple kernel-peer`), in every close order. TIME_WAIT must land on the
+//! side that closed first: fourtuple's table (from churn's JSON), or the kernel's (checked
+//! with `ss -tan state time-wait`). Each test runs in its own network namespace.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{net_ready, run_limited, Netns, BIN, KERNEL_IP};
+
+const COUNT: u64 = 1000;
+
+/// `fourtuple kernel-peer` in `ns`, killed on drop.
+struct KernelPeer(Child);
+
+impl KernelPeer {
+    fn start(ns: &Netns, port: u16, close: &str) -> KernelPeer {
+        // It binds the wildcard address: 192.0.2.1 appears only when churn creates the TUN.
+        let listen = format!("0.0.0.0:{port}");
+        let child = ns
+            .cmd(&[
+                BIN,
+                "kernel-peer",
+                "--listen",
+                &listen,
+                "--close",
+                close,
+                "--linger",
+                "1s",
+                "--exit-after",
+                "120s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kernel-peer");
+        let peer = KernelPeer(child);
+        // Wait until it listens.
+        for _ in 0..200 {
+            let out = ns.run(&["ss", "-Htln", &format!("sport = :{port}")]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return peer;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("kernel-peer never listened on {listen}");
+    }
+}
+
+impl Drop for KernelPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `churn --target` and returns its JSON report.
+fn churn(ns: &Netns, port: u16, close: &str) -> Value {
+    let target = format!("{KERNEL_IP}:{port}");
+    let count = COUNT.to_string();
+    let mut c: Command = ns.cmd(&[
+        BIN,
+        "churn",
+        "--target",
+        &target,
+        "--tun",
+        "ft0",
+        "--addr",
+        "192.0.2.2/24",
+        "--host-addr",
+        KERNEL_IP,
+        "--count",
+        &count,
+        "--concurrency",
+        "16",
+        "--close",
+        close,
+        "--lifecycle-timeout",
+        "10s",
+        "--json",
+    ]);
+    c.env("RUST_LOG", "warn");
+    let out = run_limited(c, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "churn --close {close} failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+}
+
+/// TIME_WAIT sockets of the kernel in `ns` on local port `port`.
+fn kernel_time_wait(ns: &Netns, port: u16) -> usize {
+    let out = ns.ok(&[
+        "ss",
+        "-Htan",
+        "state",
+        "time-wait",
+        &format!("( sport = :{port} )"),
+    ]);
+    out.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+fn check(close: &str, port: u16, tw_fourtuple: u64, tw_kernel: usize) {
+    let test = format!("churn_target_close_{close}");
+    if !net_ready(&test, &["ss"]) {
+        return;
+    }
+    let ns = Netns::new(&format!("churn-{close}"));
+    let _peer = KernelPeer::start(&ns, port, close);
+    let r = churn(&ns, port, close);
+    assert_eq!(u(&r, "completed"), COUNT, "{r}");
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert_eq!(r["mode"], "target");
+    assert_eq!(
+        u(&r, "time_wait_client"),
+        tw_fourtuple,
+        "fourtuple's TIME_WAIT: {r}"
+    );
+    assert_eq!(
+        u(&r, "time_wait_server") as usize,
+        tw_kernel,
+        "the kernel's TIME_WAIT as churn counted it: {r}"
+    );
+    assert_eq!(
+        kernel_time_wait(&ns, port),
+        tw_kernel,
+        "the kernel's TIME_WAIT per ss"
+    );
+    println!(
+        "churn --target --close {close}: {:.0} lifecycles/s",
+        r["lifecycles_per_sec"].as_f64().unwrap_or(0.0)
+    );
+}
+
+#[test]
+fn churn_target_close_client_puts_time_wait_on_fourtuple() {
+    check("client", 10_000, COUNT, 0);
+}
+
+#[test]
+fn churn_target_close_server_puts_time_wait_on_the_kernel() {
+    check("server", 10_100, 0, COUNT as usize);
+}
+
+#[test]
+fn churn_target_close_abort_leaves_no_time_wait() {
+    check("abort", 10_200, 0, 0);
+}
+
+#[test]
+fn churn_target_close_goodbye_puts_time_wait_on_fourtuple() {
+    check("goodbye", 10_300, COUNT, 0);
+}
+
+#[test]
+fn churn_target_needs_tun_and_addr() {
+    let out = run_limited(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["churn", "--target", "192.0.2.1:7", "--count", "1"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_limited(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["churn", "--in-memory", "--close", "goodbye", "--count", "1"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--target"));
+}
