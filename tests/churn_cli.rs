@@ -144,14 +144,11 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn compare_is_not_implemented_yet() {
-    let out = run(&["compare"], Duration::from_secs(30));
-    assert_ne!(out.status.code(), Some(0));
+fn compare_rejects_sysctls_outside_net() {
+    let out = run(&["compare", "--sysctl", "kernel.panic=1"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not implemented yet") && err.contains("#4"),
-        "{err}"
-    );
+    assert!(err.contains("only net.* sysctls"), "{err}");
 }
 
 #[test]

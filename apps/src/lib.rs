@@ -16,11 +16,13 @@ pub mod args;
 pub mod churn;
 mod churn_cli;
 pub mod churn_target;
+pub mod compare;
+mod compare_cli;
 mod kernel_peer;
 pub mod servers;
 mod up;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Exit code: the run completed without failures.
 pub const EXIT_OK: i32 = 0;
@@ -49,18 +51,9 @@ enum Command {
     /// A churn server on the host kernel's TCP (for tests and `churn --target`).
     #[command(hide = true)]
     KernelPeer(kernel_peer::KernelPeerArgs),
-    /// Run the scenario matrix on the host kernel and on fourtuple side by side (not
-    /// implemented yet: issue #4).
-    Compare(NotYet),
-}
-
-/// Arguments of a command that is not built yet: accepted and ignored, so that any
-/// invocation gets the "not implemented" message rather than a parse error.
-#[derive(Args, Debug)]
-struct NotYet {
-    /// Arguments of the future command (ignored).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Run the port-reuse scenario matrix in private network namespaces and print the
+    /// results side by side (needs root).
+    Compare(compare_cli::CompareArgs),
 }
 
 /// Runs the CLI with the process's arguments and returns the process exit code.
@@ -87,15 +80,10 @@ where
     };
     match cli.command {
         Command::Up(a) => up::run(a),
-        Command::Compare(_) => not_implemented("compare", 4),
+        Command::Compare(a) => compare_cli::run(a),
         Command::Churn(a) => churn_cli::run(a),
         Command::KernelPeer(a) => kernel_peer::run(a),
     }
-}
-
-fn not_implemented(command: &str, issue: u32) -> i32 {
-    eprintln!("fourtuple {command}: not implemented yet: see issue #{issue}");
-    EXIT_USAGE
 }
 
 #[cfg(test)]
@@ -307,9 +295,21 @@ mod tests {
     }
 
     #[test]
-    fn compare_is_not_implemented() {
+    fn compare_parses_its_flags_and_rejects_foreign_sysctls() {
+        let cli = Cli::try_parse_from([
+            "fourtuple",
+            "compare",
+            "--quick",
+            "--json",
+            "--plot",
+            "x.svg",
+            "--sysctl",
+            "net.ipv4.tcp_rfc1337=1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Compare(ref a) if a.quick && a.json));
         assert_eq!(
-            run_with_args(["fourtuple", "compare", "--quick"]),
+            run_with_args(["fourtuple", "compare", "--sysctl", "kernel.panic=1"]),
             EXIT_USAGE
         );
     }
