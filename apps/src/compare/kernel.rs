@@ -24,9 +24,9 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// A second server address, for "another server address" variants.
 pub const SERVER_IP2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
-const REQUEST: &[u8; 16] = b"fourtuple-req-16";
-const RESPONSE: &[u8; 16] = b"fourtuple-rsp-16";
-const GOODBYE: &[u8; 16] = b"goodbye-16-bytes";
+// The churn protocol of `crate::churn`, so fourtuple and kernel clients meet the same
+// server: a 16-byte request naming a lifecycle id, a 16-byte reply (or a goodbye).
+use crate::churn::{decode_request, reply, request, GOODBYE, MESSAGE_LEN};
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the server ends each connection.
@@ -158,18 +158,22 @@ fn serve(listener: &TcpListener, stop: &AtomicBool, mode: ServerMode) {
         }
         let _ = c.set_read_timeout(Some(IO_TIMEOUT));
         let _ = c.set_write_timeout(Some(IO_TIMEOUT));
-        let mut req = [0u8; 16];
+        let mut req = [0u8; MESSAGE_LEN];
         if c.read_exact(&mut req).is_err() {
             continue;
         }
+        let Some(id) = decode_request(&req) else {
+            continue;
+        };
+        let rsp = reply(id);
         match mode {
             ServerMode::CloseAfterClient => {
-                let _ = c.write_all(RESPONSE);
+                let _ = c.write_all(&rsp);
                 let mut rest = [0u8; 64];
                 while matches!(c.read(&mut rest), Ok(n) if n > 0) {}
             }
             ServerMode::CloseFirst => {
-                let _ = c.write_all(RESPONSE);
+                let _ = c.write_all(&rsp);
             }
             ServerMode::Goodbye(linger) => {
                 let _ = c.write_all(GOODBYE);
@@ -187,6 +191,11 @@ fn serve(listener: &TcpListener, stop: &AtomicBool, mode: ServerMode) {
             }
         }
     }
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One client lifecycle: connect (from `local` if given), request, response, close.
@@ -220,11 +229,17 @@ pub fn lifecycle(
     let mut c: std::net::TcpStream = s.into();
     let _ = c.set_read_timeout(Some(IO_TIMEOUT));
     let _ = c.set_write_timeout(Some(IO_TIMEOUT));
-    c.write_all(REQUEST).map_err(|e| classify(&e, "write"))?;
-    let mut rsp = [0u8; 16];
+    let id = next_id();
+    c.write_all(&request(id))
+        .map_err(|e| classify(&e, "write"))?;
+    let expected: Vec<u8> = if goodbye {
+        GOODBYE.to_vec()
+    } else {
+        reply(id).to_vec()
+    };
+    let mut rsp = vec![0u8; expected.len()];
     c.read_exact(&mut rsp).map_err(|e| classify(&e, "read"))?;
-    let expected = if goodbye { GOODBYE } else { RESPONSE };
-    if &rsp != expected {
+    if rsp != expected {
         return Err(Failure {
             outcome: Outcome::Error,
             errno: None,
@@ -602,9 +617,9 @@ pub fn s7(server_aborts: bool) -> ScenarioResult {
         };
         let h = std::thread::spawn(move || {
             if let Ok((mut c, _)) = l.accept() {
-                let mut req = [0u8; 16];
+                let mut req = [0u8; MESSAGE_LEN];
                 let _ = c.read_exact(&mut req);
-                let _ = c.write_all(RESPONSE);
+                let _ = c.write_all(&reply(decode_request(&req).unwrap_or(0)));
                 std::thread::sleep(Duration::from_millis(20));
                 let s = Socket::from(c);
                 let _ = s.set_linger(Some(Duration::ZERO));

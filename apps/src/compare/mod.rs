@@ -6,6 +6,7 @@
 //! Kernel outcomes come from calling the kernel on every run (see [`kernel`]); nothing
 //! here writes an outcome down in advance.
 
+pub mod fourtuple;
 pub mod kernel;
 pub mod netns;
 pub mod report;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fourtuple_stack::ReusePolicy;
 use kernel::{ClientClose, ServerMode};
 use netns::Netns;
 
@@ -168,11 +170,18 @@ pub const REPORTED_SYSCTLS: [&str; 7] = [
 /// the time bound.
 pub const CHURN_PORT_RANGE: (u16, u16) = (40000, 40999);
 
-/// A fresh namespace with the scenario addresses and the sysctls applied.
-fn scenario_ns(opts: &CompareOptions, extra: &[(&str, String)]) -> io::Result<Netns> {
+/// A fresh namespace with the sysctls applied; for kernel-only scenarios also the
+/// client and server addresses on `lo` (fourtuple scenarios get theirs on the TUN).
+fn scenario_ns(
+    opts: &CompareOptions,
+    extra: &[(&str, String)],
+    kernel_addrs: bool,
+) -> io::Result<Netns> {
     let ns = Netns::create("ftcmp")?;
-    for cidr in ["192.0.2.1/32", "192.0.2.2/32", "198.51.100.2/32"] {
-        ns.add_loopback_address(cidr)?;
+    if kernel_addrs {
+        for cidr in ["192.0.2.1/32", "192.0.2.2/32", "198.51.100.2/32"] {
+            ns.add_loopback_address(cidr)?;
+        }
     }
     let mut all: Vec<(String, String)> = opts.sysctls.clone();
     all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
@@ -185,12 +194,13 @@ fn scenario_ns(opts: &CompareOptions, extra: &[(&str, String)]) -> io::Result<Ne
     Ok(ns)
 }
 
-fn run_kernel(
+fn run_in_ns(
     opts: &CompareOptions,
     extra: &[(&str, String)],
+    kernel_addrs: bool,
     f: impl FnOnce() -> ScenarioResult + Send + 'static,
 ) -> io::Result<ScenarioResult> {
-    let ns = scenario_ns(opts, extra)?;
+    let ns = scenario_ns(opts, extra, kernel_addrs)?;
     ns.run(f)
 }
 
@@ -199,7 +209,7 @@ pub fn run(opts: &CompareOptions, stop: &Arc<AtomicBool>) -> io::Result<CompareR
     let started = std::time::Instant::now();
     let mut report = CompareReport::default();
     {
-        let ns = scenario_ns(opts, &[])?;
+        let ns = scenario_ns(opts, &[], true)?;
         report.sysctls = ns.run(|| {
             REPORTED_SYSCTLS
                 .iter()
@@ -319,6 +329,106 @@ pub fn run(opts: &CompareOptions, stop: &Arc<AtomicBool>) -> io::Result<CompareR
         Box::new(move || kernel::churn("server-closes", &c9)),
     ));
 
+    let mut n_kernel_jobs = jobs.len();
+    // fourtuple under each policy, over TUN, with the kernel of the namespace as its peer.
+    for policy in ReusePolicy::ALL {
+        let p = policy;
+        jobs.push((
+            "S1",
+            "reconnect-same-tuple",
+            vec![],
+            Box::new(move || fourtuple::s1(p)),
+        ));
+        for other_addr in [false, true] {
+            jobs.push((
+                "S2",
+                "same-port-other-remote",
+                vec![],
+                Box::new(move || fourtuple::s2(p, other_addr)),
+            ));
+        }
+        let churn_jobs: [(&'static str, &'static str, &'static str, kernel::Churn); 4] = [
+            (
+                "S3",
+                "ephemeral-churn-one-destination",
+                "client-closes",
+                churn(
+                    vec![8080],
+                    ServerMode::CloseAfterClient,
+                    ClientClose::First,
+                    false,
+                ),
+            ),
+            (
+                "S4",
+                "ephemeral-churn-many-destinations",
+                "4-server-ports",
+                churn(
+                    (8080..8084).collect(),
+                    ServerMode::CloseAfterClient,
+                    ClientClose::First,
+                    false,
+                ),
+            ),
+            (
+                "S8",
+                "goodbye-protocol",
+                "client-closes-on-goodbye",
+                churn(
+                    vec![8080],
+                    ServerMode::Goodbye(Duration::from_millis(200)),
+                    ClientClose::First,
+                    true,
+                ),
+            ),
+            (
+                "S9",
+                "server-active-close-churn",
+                "server-closes",
+                churn(
+                    vec![8080],
+                    ServerMode::CloseFirst,
+                    ClientClose::AfterServer,
+                    false,
+                ),
+            ),
+        ];
+        for (id, name, variant, c) in churn_jobs {
+            jobs.push((
+                id,
+                name,
+                vec![],
+                Box::new(move || fourtuple::churn(p, variant, &c, CHURN_PORT_RANGE)),
+            ));
+        }
+        jobs.push((
+            "S5",
+            "inbound-reopen",
+            vec![],
+            Box::new(move || fourtuple::s5_server(p)),
+        ));
+        jobs.push((
+            "S6",
+            "listener-restart",
+            vec![],
+            Box::new(move || fourtuple::s6(p)),
+        ));
+        jobs.push((
+            "S7",
+            "abortive-close",
+            vec![],
+            Box::new(move || fourtuple::s7(p)),
+        ));
+    }
+    for lower in [true, false] {
+        jobs.push((
+            "S5",
+            "inbound-reopen",
+            vec![],
+            Box::new(move || fourtuple::s5_kernel_answer(lower)),
+        ));
+    }
+
     for (id, name, extra, f) in jobs {
         if stop.load(Ordering::SeqCst) {
             report
@@ -326,7 +436,10 @@ pub fn run(opts: &CompareOptions, stop: &Arc<AtomicBool>) -> io::Result<CompareR
                 .push("interrupted: the matrix is incomplete".to_string());
             break;
         }
-        let r = run_kernel(opts, &extra, f)?;
+        // Kernel-only jobs are pushed first; the rest run fourtuple on a TUN.
+        let kernel_only = n_kernel_jobs > 0;
+        n_kernel_jobs = n_kernel_jobs.saturating_sub(1);
+        let r = run_in_ns(opts, &extra, kernel_only, f)?;
         match report.scenarios.iter_mut().find(|s| s.id == id) {
             Some(s) => s.results.push(r),
             None => report.scenarios.push(ScenarioReport {
@@ -337,9 +450,10 @@ pub fn run(opts: &CompareOptions, stop: &Arc<AtomicBool>) -> io::Result<CompareR
         }
     }
     report.notes.push(
-        "fourtuple rows (each policy over TUN, the kernel as its peer) need the TUN event \
-         loop of issue #3; S5's lower-ISN variant needs fourtuple's ISN override as the \
-         client over TUN"
+        "fourtuple rows: the stack under each policy over a TUN, the namespace's kernel as \
+         its peer (192.0.2.1 and 198.51.100.1). In S5 and S6 fourtuple is the server, so its \
+         TIME_WAIT count is under 'TW server'. The S5 rows marked 'fourtuple client' measure \
+         the kernel's answer to a SYN whose ISN fourtuple chose."
             .to_string(),
     );
     report.elapsed_sec = started.elapsed().as_secs_f64();
