@@ -359,10 +359,40 @@ fn settle_time_wait(want_client: usize, want_server: usize) -> TimeWaitCount {
     }
 }
 
-/// S1: the client closes first, then connects again from the same local port to the
-/// same server ip:port.
-pub fn s1(reuseaddr: bool) -> ScenarioResult {
-    let variant = if reuseaddr { "reuseaddr" } else { "plain" };
+/// Which sockets of a reconnect set SO_REUSEADDR.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Neither the old nor the new socket.
+    Neither,
+    /// Both.
+    Both,
+    /// Only the new one.
+    NewOnly,
+}
+
+impl Reuse {
+    /// The variant name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reuse::Neither => "plain",
+            Reuse::Both => "reuseaddr",
+            Reuse::NewOnly => "reuseaddr-new-only",
+        }
+    }
+
+    fn old(self) -> bool {
+        self == Reuse::Both
+    }
+
+    fn new(self) -> bool {
+        self != Reuse::Neither
+    }
+}
+
+/// S1: the client closes first, then connects again from the same local port to the same
+/// server ip:port.
+pub fn s1(reuse: Reuse) -> ScenarioResult {
+    let variant = reuse.name();
     let server = match Server::start(sa(SERVER_IP, 8080), ServerMode::CloseAfterClient, true) {
         Ok(s) => s,
         Err(f) => return from_failure(result(variant), f),
@@ -370,12 +400,12 @@ pub fn s1(reuseaddr: bool) -> ScenarioResult {
     let local = sa(CLIENT_IP, 40001);
     let remote = sa(SERVER_IP, 8080);
     let mut r = result(variant);
-    if let Err(f) = lifecycle(Some(local), remote, reuseaddr, ClientClose::First, false) {
+    if let Err(f) = lifecycle(Some(local), remote, reuse.old(), ClientClose::First, false) {
         r.detail = format!("first connection failed: {}", f.detail);
         return from_failure(r, f);
     }
     settle_time_wait(1, 0);
-    r = match lifecycle(Some(local), remote, reuseaddr, ClientClose::First, false) {
+    r = match lifecycle(Some(local), remote, reuse.new(), ClientClose::First, false) {
         Ok(()) => {
             r.outcome = Outcome::Ok;
             r.completed = 1;
@@ -391,13 +421,17 @@ pub fn s1(reuseaddr: bool) -> ScenarioResult {
 }
 
 /// S2: as S1, then the same local port to another server port or address.
-pub fn s2(reuseaddr: bool, other_addr: bool) -> ScenarioResult {
-    let variant = match (other_addr, reuseaddr) {
-        (false, false) => "other-port/plain",
-        (false, true) => "other-port/reuseaddr",
-        (true, false) => "other-addr/plain",
-        (true, true) => "other-addr/reuseaddr",
-    };
+pub fn s2(reuse: Reuse, other_addr: bool) -> ScenarioResult {
+    let variant = format!(
+        "{}/{}",
+        if other_addr {
+            "other-addr"
+        } else {
+            "other-port"
+        },
+        reuse.name()
+    );
+    let variant = variant.as_str();
     let mut servers = Vec::new();
     for addr in [
         sa(SERVER_IP, 8080),
@@ -414,7 +448,7 @@ pub fn s2(reuseaddr: bool, other_addr: bool) -> ScenarioResult {
     if let Err(f) = lifecycle(
         Some(local),
         sa(SERVER_IP, 8080),
-        reuseaddr,
+        reuse.old(),
         ClientClose::First,
         false,
     ) {
@@ -427,7 +461,7 @@ pub fn s2(reuseaddr: bool, other_addr: bool) -> ScenarioResult {
     } else {
         sa(SERVER_IP, 8081)
     };
-    let mut r = match lifecycle(Some(local), second, reuseaddr, ClientClose::First, false) {
+    let mut r = match lifecycle(Some(local), second, reuse.new(), ClientClose::First, false) {
         Ok(()) => {
             r.outcome = Outcome::Ok;
             r.completed = 1;

@@ -235,12 +235,17 @@ pub fn run(opts: &CompareOptions, stop: &Arc<AtomicBool>) -> io::Result<CompareR
     );
     let mut jobs: Vec<Job> = Vec::new();
     let sc = |id, name| (id, name);
-    for reuse in [false, true] {
+    let reuses = [
+        kernel::Reuse::Neither,
+        kernel::Reuse::Both,
+        kernel::Reuse::NewOnly,
+    ];
+    for reuse in reuses {
         let (id, name) = sc("S1", "reconnect-same-tuple");
         jobs.push((id, name, vec![], Box::new(move || kernel::s1(reuse))));
     }
     for other_addr in [false, true] {
-        for reuse in [false, true] {
+        for reuse in reuses {
             let (id, name) = sc("S2", "same-port-other-remote");
             jobs.push((
                 id,
