@@ -380,11 +380,11 @@ impl Reuse {
         }
     }
 
-    fn old(self) -> bool {
+    fn on_old(self) -> bool {
         self == Reuse::Both
     }
 
-    fn new(self) -> bool {
+    fn on_new(self) -> bool {
         self != Reuse::Neither
     }
 }
@@ -400,12 +400,24 @@ pub fn s1(reuse: Reuse) -> ScenarioResult {
     let local = sa(CLIENT_IP, 40001);
     let remote = sa(SERVER_IP, 8080);
     let mut r = result(variant);
-    if let Err(f) = lifecycle(Some(local), remote, reuse.old(), ClientClose::First, false) {
+    if let Err(f) = lifecycle(
+        Some(local),
+        remote,
+        reuse.on_old(),
+        ClientClose::First,
+        false,
+    ) {
         r.detail = format!("first connection failed: {}", f.detail);
         return from_failure(r, f);
     }
     settle_time_wait(1, 0);
-    r = match lifecycle(Some(local), remote, reuse.new(), ClientClose::First, false) {
+    r = match lifecycle(
+        Some(local),
+        remote,
+        reuse.on_new(),
+        ClientClose::First,
+        false,
+    ) {
         Ok(()) => {
             r.outcome = Outcome::Ok;
             r.completed = 1;
@@ -448,7 +460,7 @@ pub fn s2(reuse: Reuse, other_addr: bool) -> ScenarioResult {
     if let Err(f) = lifecycle(
         Some(local),
         sa(SERVER_IP, 8080),
-        reuse.old(),
+        reuse.on_old(),
         ClientClose::First,
         false,
     ) {
@@ -461,7 +473,13 @@ pub fn s2(reuse: Reuse, other_addr: bool) -> ScenarioResult {
     } else {
         sa(SERVER_IP, 8081)
     };
-    let mut r = match lifecycle(Some(local), second, reuse.new(), ClientClose::First, false) {
+    let mut r = match lifecycle(
+        Some(local),
+        second,
+        reuse.on_new(),
+        ClientClose::First,
+        false,
+    ) {
         Ok(()) => {
             r.outcome = Outcome::Ok;
             r.completed = 1;
