@@ -11,6 +11,8 @@ pub mod config;
 pub mod cookie;
 pub mod error;
 pub mod ethernet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod isn;
 pub mod ports;
 pub mod seq;
