@@ -149,6 +149,9 @@ pub struct Config {
     pub syn_cookies: bool,
     /// Out-of-order bytes held across all connections.
     pub max_ooo_bytes_total: usize,
+    /// Per connection, at most one ACK answers unacceptable bare ACKs in this interval
+    /// (Linux tcp_invalid_ratelimit: 500 ms); stops ACK wars.
+    pub invalid_ack_interval: Duration,
 }
 
 impl Default for Config {
@@ -186,6 +189,7 @@ impl Default for Config {
             default_backlog: 128,
             syn_cookies: true,
             max_ooo_bytes_total: 64 * 1024 * 1024,
+            invalid_ack_interval: Duration::from_millis(500),
         }
     }
 }

@@ -336,6 +336,10 @@ pub(crate) struct Tcb {
     pub in_tx_queue: bool,
     /// Listed in the stack's connection table (live states only).
     pub in_conns: bool,
+    /// When we last answered an unacceptable bare ACK.
+    last_invalid_ack: Option<Instant>,
+    /// Duplicate ACKs still to send, one per out-of-order or old data segment.
+    acks_owed: u8,
 }
 
 /// Parameters to build a TCB.
@@ -438,6 +442,8 @@ impl Tcb {
             keepalive_pending: false,
             in_tx_queue: false,
             in_conns: false,
+            last_invalid_ack: None,
+            acks_owed: 0,
         }
     }
 
@@ -496,7 +502,12 @@ impl Tcb {
 
     /// True when the TCB has something to transmit.
     pub fn wants_tx(&self) -> bool {
-        if self.syn_pending || self.ack_now || self.rtx_one || self.probe_pending {
+        if self.syn_pending
+            || self.ack_now
+            || self.acks_owed > 0
+            || self.rtx_one
+            || self.probe_pending
+        {
             return true;
         }
         if self.in_recovery && self.next_hole().is_some() && self.pipe() < self.cwnd {
@@ -936,7 +947,7 @@ impl Tcb {
                     now.saturating_since(self.ts_recent_at) > Duration::from_secs(24 * 86400);
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
                     rep.drop = Some(SegDrop::Paws);
-                    self.ack_now = true;
+                    self.ack_unacceptable(now, seg, cfg);
                     return Disposition::Keep;
                 }
             }
@@ -964,7 +975,7 @@ impl Tcb {
                 return Disposition::Keep;
             }
             rep.drop = Some(SegDrop::OutOfWindow);
-            self.ack_now = true;
+            self.ack_unacceptable(now, seg, cfg);
             return Disposition::Keep;
         }
 
@@ -1020,13 +1031,13 @@ impl Tcb {
         // ACK acceptability (RFC 5961 §5.2).
         if seg.ack > self.snd_max {
             rep.drop = Some(SegDrop::BadAck);
-            self.ack_now = true;
+            self.ack_unacceptable(now, seg, cfg);
             return disp;
         }
         let oldest_ok = self.snd_una - self.max_snd_wnd.max(1);
         if seg.ack < oldest_ok {
             rep.drop = Some(SegDrop::BadAck);
-            self.ack_now = true;
+            self.ack_unacceptable(now, seg, cfg);
             return disp;
         }
         self.process_ack(now, seg, rep);
@@ -1068,6 +1079,25 @@ impl Tcb {
             return self.take_fin(now, disp);
         }
         disp
+    }
+
+    /// RFC 9293 answers an unacceptable segment with an ACK. When that segment carries
+    /// nothing (a bare ACK), two stacks that disagree about the sequence space would trade
+    /// such ACKs for ever (RFC 5961 §10's ACK war), so those answers are rate-limited per
+    /// connection, as Linux does (tcp_invalid_ratelimit). Segments with data or FIN are
+    /// always answered: the sender needs the duplicate ACK to recover.
+    fn ack_unacceptable(&mut self, now: Instant, seg: &Segment<'_>, cfg: &Config) {
+        if seg.seg_len() > 0 {
+            self.owe_ack();
+            return;
+        }
+        let due = self
+            .last_invalid_ack
+            .is_none_or(|t| now.saturating_since(t) >= cfg.invalid_ack_interval);
+        if due {
+            self.last_invalid_ack = Some(now);
+            self.ack_now = true;
+        }
     }
 
     /// SYN-RECEIVED -> ESTABLISHED (or FIN-WAIT-1 when the application already closed).
@@ -1190,6 +1220,10 @@ impl Tcb {
             // RFC 6675 §5 (IsLost): enough SACKed data above SND.UNA means loss, even
             // when window updates kept the duplicate-ACK count low.
             self.enter_recovery(rep);
+        }
+        if self.snd_wnd == 0 {
+            // The peer answers our probes: it is alive, whatever its window says.
+            self.retries = 0;
         }
         // A zero window with data waiting arms the persist timer (RFC 9293 §3.8.6.1).
         if self.snd_wnd == 0 && self.data_end() > self.snd_nxt && self.rtx_at.is_none() {
@@ -1392,9 +1426,15 @@ impl Tcb {
                 rep.drop = Some(SegDrop::OooLimit);
                 rep.ooo_dropped_bytes += data.len() as u64;
             }
-            // RFC 5681 §4.2: an out-of-order segment is answered at once (dup ACK).
-            self.ack_now = true;
+            // RFC 5681 §4.2: every out-of-order segment is answered at once with its
+            // own duplicate ACK: the sender counts them to detect loss.
+            self.owe_ack();
         }
+    }
+
+    /// One more pure ACK to send, even if several arrive in one batch.
+    fn owe_ack(&mut self) {
+        self.acks_owed = self.acks_owed.saturating_add(1).min(16);
     }
 
     fn store_ooo(&mut self, start: SeqNum, data: &[u8], budget: usize) -> bool {
@@ -1549,6 +1589,19 @@ impl Tcb {
                 self.rtx_at = Some(now + self.rto);
                 Disposition::Keep
             }
+            _ if self.snd_wnd == 0 && self.data_end() > self.snd_una => {
+                // Persist timer (RFC 9293 §3.8.6.1): probe the zero window with one byte,
+                // and give up only when probes go unanswered as long as data would.
+                self.retries += 1;
+                if self.retries > cfg.data_retries {
+                    return self.time_out();
+                }
+                self.probe_pending = true;
+                rep.window_probes += 1;
+                self.rto = (self.rto * 2).min(self.rto_max);
+                self.rtx_at = Some(now + self.rto);
+                Disposition::Keep
+            }
             _ if self.flight() > 0 => {
                 self.retries += 1;
                 if self.retries > cfg.data_retries {
@@ -1566,14 +1619,6 @@ impl Tcb {
                 self.rtt_probe = None;
                 self.snd_nxt = self.snd_una;
                 self.rtx_high = self.snd_una;
-                self.rto = (self.rto * 2).min(self.rto_max);
-                self.rtx_at = Some(now + self.rto);
-                Disposition::Keep
-            }
-            _ if self.snd_wnd == 0 && self.data_end() > self.snd_nxt => {
-                // Persist timer: probe the zero window with one byte (RFC 9293 §3.8.6.1).
-                self.probe_pending = true;
-                rep.window_probes += 1;
                 self.rto = (self.rto * 2).min(self.rto_max);
                 self.rtx_at = Some(now + self.rto);
                 Disposition::Keep
@@ -1634,6 +1679,7 @@ impl Tcb {
         if self.state == TcpState::SynReceived {
             // Nothing but the SYN-ACK goes out before the handshake completes.
             self.ack_now = false;
+            self.acks_owed = 0;
             return None;
         }
         if self.rtx_one {
@@ -1662,8 +1708,14 @@ impl Tcb {
         }
         if self.probe_pending {
             self.probe_pending = false;
-            if self.data_end() > self.snd_nxt {
-                let seq = self.snd_nxt;
+            if self.data_end() > self.snd_una {
+                // The first byte not yet acknowledged: resent if a probe already carried
+                // it, new otherwise.
+                let seq = if self.snd_nxt > self.snd_una {
+                    self.snd_una
+                } else {
+                    self.snd_nxt
+                };
                 return self.emit_probe(now, buf, seq);
             }
         }
@@ -1676,12 +1728,13 @@ impl Tcb {
             self.emitted(&seg);
             return n;
         }
-        if self.ack_now {
+        if self.ack_now || self.acks_owed > 0 {
             let mut seg = self.base_segment(now, false);
             seg.sack = self.sack_blocks();
             let n = wire::emit_tcp(buf, &self.tuple, &seg, (&[], &[]));
             if n.is_some() {
                 self.emitted(&seg);
+                self.acks_owed = self.acks_owed.saturating_sub(1);
             }
             return n;
         }
@@ -1690,6 +1743,7 @@ impl Tcb {
 
     fn clear_output(&mut self) {
         self.ack_now = false;
+        self.acks_owed = 0;
         self.rtx_one = false;
         self.probe_pending = false;
         self.keepalive_pending = false;
@@ -1852,6 +1906,16 @@ impl Tcb {
         let (p0, p1) = slice_range(a, b, off, 1);
         let n = wire::emit_tcp(buf, &self.tuple, &seg, (p0, p1))?;
         self.emitted(&seg);
+        // The probe byte is sent data like any other: the peer may well take and ACK it.
+        if self.snd_nxt == seq {
+            self.snd_nxt = seq + 1u32;
+        }
+        if self.snd_max < self.snd_nxt {
+            self.snd_max = self.snd_nxt;
+        }
+        if self.rtx_at.is_none() {
+            self.rtx_at = Some(now + self.rto);
+        }
         Some(n)
     }
 

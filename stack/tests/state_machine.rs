@@ -429,3 +429,47 @@ fn segment_len_of_options_is_honoured_in_out_segment() {
     let r = h.one();
     assert!(r.flags.syn);
 }
+
+#[test]
+fn unacceptable_bare_acks_are_answered_at_most_every_500ms() {
+    let mut h = Harness::new(Config::default());
+    let (iss, _c) = established(&mut h);
+    // ACKs for data never sent: the first gets an ACK, the next ones within 500 ms do not
+    // (an ACK war would otherwise follow, RFC 5961 §10).
+    for _ in 0..5 {
+        h.send(h.seg("A", 1001, iss + 9999), &[]);
+    }
+    assert_eq!(h.replies().len(), 1);
+    h.advance(Duration::from_millis(501));
+    h.send(h.seg("A", 1001, iss + 9999), &[]);
+    assert_eq!(h.replies().len(), 1);
+    // Unacceptable segments with data are always answered: the sender needs the ACK.
+    for _ in 0..3 {
+        h.send(h.seg("A", 900, iss + 1), b"old");
+    }
+    assert_eq!(h.replies().len(), 3);
+}
+
+#[test]
+fn zero_window_probe_byte_counts_as_sent() {
+    let mut h = Harness::new(Config::default());
+    let (iss, c) = established(&mut h);
+    let mut z = h.seg("A", 1001, iss + 1);
+    z.window = 0;
+    h.send(z, &[]);
+    let now = h.now;
+    h.stack.send(now, c, b"blocked").unwrap();
+    h.advance(Duration::from_millis(1100));
+    let p = h.one();
+    assert_eq!((p.seq, p.payload.len()), (iss + 1, 1));
+    // The peer took the byte and opened its window: the ACK is for data we sent, so it
+    // is accepted and the rest follows.
+    h.send(h.seg("A", 1001, iss + 2), &[]);
+    let rest = h.replies();
+    assert!(
+        rest.iter()
+            .any(|r| r.seq == iss + 2 && r.payload == b"locked"),
+        "{rest:?}"
+    );
+    assert_eq!(h.stack.counters().segments_dropped(SegDrop::BadAck), 0);
+}
