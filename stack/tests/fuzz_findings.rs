@@ -1,8 +1,8 @@
 //! Minimal reproductions of what the fuzz targets found (`fourtuple_stack::fuzzing`).
 //!
-//! Each test is `#[ignore]`d while its finding is open; the comment above it gives the fuzz
-//! input that found it. Run them with
-//! `cargo test -p fourtuple-stack --test fuzz_findings -- --ignored`.
+//! Each test is `#[ignore]`d while its finding is open (run those with
+//! `cargo test -p fourtuple-stack --test fuzz_findings -- --ignored`) and stays as a
+//! regression test once it is fixed. The comment above each gives the input that found it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -101,18 +101,18 @@ impl Link {
     }
 }
 
-// Found by `packet` (fuzz/corpus/packet/seed-data-established fails it with
-// `fuzzing::LIVENESS_CHECKS` on, and so does any input with a data segment at the host's
-// RCV.NXT on a connection whose peer is alive; `segments` too): 500 bytes that
-// land exactly at the host's RCV.NXT as if from the peer, who never sent them. The host
+// Found by `packet` with `fuzzing::LIVENESS_CHECKS` on (fuzz/corpus/packet/
+// seed-data-established, and any input with a data segment at the host's RCV.NXT on a
+// connection whose peer is alive; `segments` too): 500 bytes that land exactly at the host's RCV.NXT as if from the peer, who never sent them. The host
 // ACKs them; the peer sees an ACK for data it never sent (SEG.ACK > SND.NXT) and answers
 // with an ACK (RFC 9293 §3.10.7.4); the host sees that ACK's sequence number below its
 // RCV.NXT, out of window, and answers with an ACK; and so on, one round trip after the
 // other, for as long as the link carries them: an ACK war between two desynchronised
 // ends. Linux bounds it by rate-limiting the ACKs it sends to out-of-window segments
 // (tcp_oow_rate_limited, sysctl tcp_invalid_ratelimit: one per 500 ms per socket).
+//
+// Fixed in 1c5f9f2 (ACKs to unacceptable bare ACKs are rate-limited).
 #[test]
-#[ignore = "open finding: ACK war after blind data injection at RCV.NXT"]
 fn finding_ack_war_after_blind_data_injection() {
     let mut l = Link::new();
     l.b.listen(SocketAddr::new(B, 80), 8).unwrap();
@@ -160,10 +160,11 @@ fn finding_ack_war_after_blind_data_injection() {
 // 9293's test RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND, so its window field is never read
 // (Linux accepts SEG.SEQ == RCV.NXT + RCV.WND for a segment without data).
 //
-// The fuzz input (IPv6, no options, TCP_NODELAY, MSS 88, 1 KiB receive buffers, the client
-// closes without waiting for EOF; then the link schedule). It fails `pair` with
-// `fuzzing::LIVENESS_CHECKS` on: write it to a file and `cargo fuzz run -s none pair FILE`.
-#[allow(dead_code)]
+//
+// Fixed in 1c5f9f2 (the probe byte counts as sent). The fuzz input (IPv6, no options,
+// TCP_NODELAY, MSS 88, 1 KiB receive buffers, the client closes without waiting for EOF;
+// then the link schedule) failed `pair` with `fuzzing::LIVENESS_CHECKS` on; it is replayed
+// by `pair_probe_wedge_input_completes` below.
 const PAIR_PROBE_WEDGE: &str = "\
     fffffffffffffffffffffffffffffffffffffffffffffffff8f8f8f8f8f8f8f8\
     f8f8f8f8f8f8f8f8f8f800f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8f8\
@@ -172,7 +173,6 @@ const PAIR_PROBE_WEDGE: &str = "\
     11002000ff";
 
 #[test]
-#[ignore = "open finding: an accepted zero-window probe byte wedges the connection"]
 fn finding_zero_window_probe_byte_not_counted_as_sent() {
     let small = Config {
         recv_buffer: 1024,
@@ -208,4 +208,19 @@ fn finding_zero_window_probe_byte_not_counted_as_sent() {
         l.b.debug_conn(b).unwrap()
     );
     assert_eq!(&got[..n], &data[..]);
+}
+
+#[test]
+fn pair_probe_wedge_input_completes() {
+    let hex: Vec<u8> = PAIR_PROBE_WEDGE
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let input: Vec<u8> = hex
+        .chunks(2)
+        .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+        .collect();
+    assert_eq!(input.len(), 133);
+    // Fails on the bug only with fuzzing::LIVENESS_CHECKS on (the default).
+    fourtuple_stack::fuzzing::run("pair", &input);
 }
