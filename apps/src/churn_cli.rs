@@ -20,6 +20,8 @@ use crate::churn::{self, ChurnConfig, ChurnReport, CloseMode, StopAt};
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 
 const DEFAULT_COUNT: u64 = 10_000;
+/// How often the live progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Flags of `fourtuple churn`.
 #[derive(Args, Debug)]
@@ -47,6 +49,12 @@ pub(crate) struct ChurnArgs {
     /// With --target: the kernel's address on the TUN, e.g. 192.0.2.1.
     #[arg(long, value_name = "IP", requires = "target")]
     pub host_addr: Option<std::net::Ipv4Addr>,
+
+    /// With --target: after fourtuple's run, run the same churn with the host kernel's own
+    /// TCP client (non-blocking sockets in this process and namespace) against the same
+    /// server, then print both and the ratio of lifecycles/s (fourtuple / kernel).
+    #[arg(long, requires = "target")]
+    pub vs_kernel: bool,
 
     /// Number of connection lifecycles to run [default: 10000].
     #[arg(long, value_name = "N", value_parser = parse_nonzero_u64, conflicts_with = "duration")]
@@ -153,7 +161,7 @@ pub(crate) fn run(a: ChurnArgs) -> i32 {
         return EXIT_USAGE;
     }
     let live = std::io::stderr().is_terminal();
-    let report = churn::run_in_memory_with_progress(&cfg, Duration::from_millis(250), |p| {
+    let report = churn::run_in_memory_with_progress(&cfg, PROGRESS_EVERY, |p| {
         if live {
             let rate = p.completed as f64 / p.elapsed.as_secs_f64().max(1e-9);
             let mut err = std::io::stderr().lock();
@@ -191,12 +199,99 @@ fn run_target(a: &ChurnArgs, cfg: ChurnConfig, target: std::net::SocketAddr) -> 
         addr,
         host_addr: a.host_addr,
     };
+    if a.vs_kernel {
+        return run_vs_kernel(&tc, a.json);
+    }
     match crate::churn_target::run_target(&tc) {
         Ok(report) => finish(&report, a.json, "target"),
         Err(e) => {
             eprintln!("fourtuple churn: {e}");
             EXIT_FAILURES
         }
+    }
+}
+
+/// A progress callback that redraws one line on stderr when it is a terminal.
+fn progress_line(who: &'static str) -> impl FnMut(&churn::Progress) {
+    let live = std::io::stderr().is_terminal();
+    move |p| {
+        if live {
+            let rate = p.completed as f64 / p.elapsed.as_secs_f64().max(1e-9);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[Kchurn {who}: {} started, {} completed, {} failed, {:.0}/s, {:.1} s",
+                p.started,
+                p.completed,
+                p.failed,
+                rate,
+                p.elapsed.as_secs_f64()
+            );
+            let _ = err.flush();
+        }
+    }
+}
+
+/// `churn --target ... --vs-kernel`: fourtuple's client over the TUN, then the kernel's
+/// client, against the same server, one after the other; prints both and the ratio.
+fn run_vs_kernel(tc: &crate::churn_target::TargetConfig, json_out: bool) -> i32 {
+    let live = std::io::stderr().is_terminal();
+    // The kernel's run happens while the TUN (and so the kernel's address on it) exists.
+    let run = crate::churn_target::run_target_then(
+        tc,
+        PROGRESS_EVERY,
+        progress_line("fourtuple"),
+        || {
+            if live {
+                eprint!("\r\x1b[K");
+            }
+            crate::churn_target::run_kernel_client(
+                &tc.churn,
+                tc.target,
+                PROGRESS_EVERY,
+                progress_line("kernel"),
+            )
+        },
+    );
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    let (ours, kernel) = match run {
+        Ok((ours, Ok(kernel))) => (ours, kernel),
+        Ok((_, Err(e))) | Err(e) => {
+            eprintln!("fourtuple churn: {e}");
+            return EXIT_FAILURES;
+        }
+    };
+    let (f, k) = (ours.lifecycles_per_sec(), kernel.lifecycles_per_sec());
+    let ratio = if k > 0.0 { f / k } else { 0.0 };
+    if json_out {
+        let v = json!({
+            "mode": "vs-kernel",
+            "fourtuple": to_json(&ours, "target"),
+            "kernel": to_json(&kernel, "kernel-client"),
+            "fourtuple_lifecycles_per_sec": f,
+            "kernel_lifecycles_per_sec": k,
+            "ratio": ratio,
+        });
+        println!("{v}");
+    } else {
+        print!(
+            "{}",
+            summary(&ours, "target, fourtuple client over the TUN")
+        );
+        print!("{}", summary(&kernel, "target, the kernel's client"));
+        println!("ratio fourtuple/kernel: {ratio:.2} ({f:.0} vs {k:.0} lifecycles/s, same server)");
+    }
+    for (who, r) in [("fourtuple", &ours), ("kernel", &kernel)] {
+        if let Some(why) = &r.stalled {
+            eprintln!("fourtuple churn: the {who} run stopped early: {why}");
+        }
+    }
+    if ours.is_success() && kernel.is_success() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
     }
 }
 

@@ -7,7 +7,11 @@
 //! 16-byte reply, then the close that [`CloseMode`] names) and counting the server's
 //! TIME_WAIT entries from `/proc/net/tcp` of the current network namespace. It must never
 //! start a server, touch a device itself (the loop does), or read the wall clock except
-//! through the loop's `now`.
+//! through the loop's `now` (and to time the run and pace the progress callback).
+//!
+//! It also owns the kernel's side of `churn --vs-kernel`: the same client lifecycle on the
+//! host kernel's TCP ([`run_kernel_client`]: non-blocking std sockets in one thread, polled
+//! with poll(2)), against the same server, so the two runs can be compared.
 
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
@@ -20,7 +24,7 @@ use hashbrown::HashMap;
 
 use crate::churn::{
     close_finished, conn_error_kind, error_kind, reply, request, ChurnConfig, ChurnReport,
-    CloseMode, StopAt, FAIL_DATA_MISMATCH, FAIL_LIFECYCLE_TIMEOUT, FAIL_UNEXPECTED_EOF,
+    CloseMode, Progress, StopAt, FAIL_DATA_MISMATCH, FAIL_LIFECYCLE_TIMEOUT, FAIL_UNEXPECTED_EOF,
     FAIL_UNFINISHED, GOODBYE, MESSAGE_LEN,
 };
 
@@ -60,7 +64,7 @@ struct Lc {
 }
 
 /// The churn client as an app on the loop.
-struct Client {
+struct Client<'p> {
     cfg: ChurnConfig,
     target: SocketAddr,
     lcs: HashMap<ConnHandle, Lc>,
@@ -76,9 +80,13 @@ struct Client {
     last_progress: Option<(u64, Instant)>,
     progress_mark: u64,
     stalled: Option<String>,
+    /// The progress callback, its period and when it last ran.
+    progress: Box<dyn FnMut(&Progress) + 'p>,
+    progress_every: Duration,
+    progress_last: std::time::Instant,
 }
 
-impl Client {
+impl Client<'_> {
     fn may_start(&self) -> bool {
         match self.cfg.stop {
             StopAt::Count(n) => self.started < n,
@@ -243,7 +251,7 @@ impl Client {
     }
 }
 
-impl App for Client {
+impl App for Client<'_> {
     fn on_event(&mut self, stack: &mut Stack, now: Instant, event: Event) {
         if let Event::Conn { handle, events } = event {
             self.on_conn(stack, now, handle, events);
@@ -265,6 +273,19 @@ impl App for Client {
             if self.start_wall.elapsed() >= d {
                 self.stop_starting = true;
             }
+        }
+        if self.progress_last.elapsed() >= self.progress_every {
+            self.progress_last = std::time::Instant::now();
+            let elapsed = self.start_wall.elapsed();
+            (self.progress)(&Progress {
+                started: self.started,
+                completed: self.completed,
+                failed: self.failed,
+                elapsed,
+                simulated: elapsed,
+                time_wait_client: stack.time_wait().len(),
+                time_wait_server: 0,
+            });
         }
         let mut attempts = 0;
         while self.lcs.len() < self.cfg.concurrency
@@ -307,6 +328,18 @@ impl App for Client {
 /// Runs the churn client over a TUN against `tc.target` and reports; prints nothing.
 /// Fails only when the TUN or the loop cannot be set up or the device fails.
 pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
+    run_target_then(tc, Duration::MAX, |_| {}, || ()).map(|(r, ())| r)
+}
+
+/// [`run_target`], calling `progress` about every `every` (its `time_wait_server` is 0:
+/// the kernel's side is counted once, at the end), then `then` while the TUN still
+/// exists (so the kernel's address on it stays usable), before the TUN is removed.
+pub fn run_target_then<T>(
+    tc: &TargetConfig,
+    every: Duration,
+    progress: impl FnMut(&Progress),
+    then: impl FnOnce() -> T,
+) -> io::Result<(ChurnReport, T)> {
     let cfg = &tc.churn;
     let tun_cfg = TunConfig {
         host_addr: tc.host_addr.map(|h| (h, tc.addr.1)),
@@ -351,6 +384,9 @@ pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
         last_progress: None,
         progress_mark: 0,
         stalled: None,
+        progress: Box::new(progress),
+        progress_every: every,
+        progress_last: std::time::Instant::now(),
     };
     let reason = lp.run(&mut client).map_err(io::Error::other)?;
     let elapsed = client.start_wall.elapsed();
@@ -369,7 +405,7 @@ pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
     let tw_server = kernel_time_wait(tc.target.ip(), server_ports).unwrap_or(0);
     let stats = lp.stats().clone();
     let stack = lp.stack();
-    Ok(ChurnReport {
+    let report = ChurnReport {
         config: cfg.clone(),
         started: client.started,
         completed: client.completed,
@@ -385,12 +421,27 @@ pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
         unmatched_server_connections: 0,
         client_counters: stack.counters().entries(),
         server_counters: Vec::new(),
-    })
+    };
+    let after = then();
+    drop(lp);
+    Ok((report, after))
 }
 
 /// TIME_WAIT sockets of this network namespace's kernel whose local address is `ip` and
 /// local port in `first..first+count`, from `/proc/net/tcp` (IPv4 only).
-pub fn kernel_time_wait(ip: IpAddr, (first, count): (u16, u16)) -> io::Result<usize> {
+pub fn kernel_time_wait(ip: IpAddr, ports: (u16, u16)) -> io::Result<usize> {
+    proc_time_wait(1, ip, ports)
+}
+
+/// TIME_WAIT sockets of this network namespace's kernel whose *remote* address is `ip` and
+/// remote port in `first..first+count` (a kernel client's side), from `/proc/net/tcp`.
+pub fn kernel_time_wait_to(ip: IpAddr, ports: (u16, u16)) -> io::Result<usize> {
+    proc_time_wait(2, ip, ports)
+}
+
+/// Counts `/proc/net/tcp` TIME_WAIT lines whose address in column `col` (1 local, 2
+/// remote) matches.
+fn proc_time_wait(col: usize, ip: IpAddr, (first, count): (u16, u16)) -> io::Result<usize> {
     let IpAddr::V4(ip) = ip else {
         return Ok(0);
     };
@@ -405,11 +456,294 @@ pub fn kernel_time_wait(ip: IpAddr, (first, count): (u16, u16)) -> io::Result<us
             if f.len() < 4 || f[3] != "06" {
                 return false;
             }
-            let Some((lip, lport)) = f[1].split_once(':') else {
+            let Some((aip, aport)) = f[col].split_once(':') else {
                 return false;
             };
-            let port = u32::from_str_radix(lport, 16).unwrap_or(0);
-            lip == want_ip && (u32::from(first)..=last).contains(&port)
+            let port = u32::from_str_radix(aport, 16).unwrap_or(0);
+            aip == want_ip && (u32::from(first)..=last).contains(&port)
         })
         .count())
+}
+
+// ---- the kernel's client (churn --vs-kernel) ----------------------------------------------
+
+/// Where a kernel-client lifecycle is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum KPhase {
+    Connecting,
+    AwaitReply,
+    AwaitGoodbye,
+    AwaitEof,
+}
+
+/// One lifecycle on a kernel socket.
+struct KConn {
+    sock: socket2::Socket,
+    id: u64,
+    phase: KPhase,
+    got: usize,
+    rx: [u8; MESSAGE_LEN],
+    deadline: std::time::Instant,
+}
+
+/// What one step of a kernel lifecycle came to.
+enum KStep {
+    Wait,
+    Done,
+    Fail(&'static str),
+}
+
+/// The outcome name of a kernel socket error (DESIGN.md's vocabulary).
+fn io_kind(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset",
+        io::ErrorKind::AddrInUse => "addr-in-use",
+        io::ErrorKind::AddrNotAvailable => "addr-not-available",
+        io::ErrorKind::TimedOut => "timeout",
+        _ => "error",
+    }
+}
+
+/// Moves one kernel lifecycle on, after poll(2) said its socket is ready.
+fn kernel_step(c: &mut KConn, close: CloseMode) -> KStep {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 4 * MESSAGE_LEN];
+    loop {
+        match c.phase {
+            KPhase::Connecting => {
+                match c.sock.take_error() {
+                    Ok(None) => {}
+                    Ok(Some(e)) | Err(e) => return KStep::Fail(io_kind(&e)),
+                }
+                // Writable and no error: connected. 16 bytes always fit the send buffer.
+                match (&c.sock).write(&request(c.id)) {
+                    Ok(MESSAGE_LEN) => c.phase = KPhase::AwaitReply,
+                    Ok(_) => return KStep::Fail("error"),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return KStep::Wait,
+                    Err(e) => return KStep::Fail(io_kind(&e)),
+                }
+            }
+            KPhase::AwaitReply | KPhase::AwaitGoodbye => {
+                let want = if c.phase == KPhase::AwaitReply {
+                    MESSAGE_LEN
+                } else {
+                    GOODBYE.len()
+                };
+                match (&c.sock).read(&mut buf[..want - c.got]) {
+                    Ok(0) => return KStep::Fail(FAIL_UNEXPECTED_EOF),
+                    Ok(n) => {
+                        c.rx[c.got..c.got + n].copy_from_slice(&buf[..n]);
+                        c.got += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return KStep::Wait,
+                    Err(e) => return KStep::Fail(io_kind(&e)),
+                }
+                if c.got < want {
+                    continue;
+                }
+                let ok = if c.phase == KPhase::AwaitReply {
+                    c.rx == reply(c.id)
+                } else {
+                    c.rx[..want] == GOODBYE[..]
+                };
+                if !ok {
+                    return KStep::Fail(FAIL_DATA_MISMATCH);
+                }
+                c.got = 0;
+                match (c.phase, close) {
+                    (KPhase::AwaitReply, CloseMode::Goodbye) => c.phase = KPhase::AwaitGoodbye,
+                    (_, CloseMode::Client | CloseMode::Goodbye) => {
+                        if let Err(e) = c.sock.shutdown(std::net::Shutdown::Write) {
+                            return KStep::Fail(io_kind(&e));
+                        }
+                        c.phase = KPhase::AwaitEof;
+                    }
+                    (_, CloseMode::Server) => c.phase = KPhase::AwaitEof,
+                    (_, CloseMode::Abort) => {
+                        // SO_LINGER 0: close() sends RST.
+                        let _ = c.sock.set_linger(Some(Duration::ZERO));
+                        return KStep::Done;
+                    }
+                }
+            }
+            KPhase::AwaitEof => match (&c.sock).read(&mut buf) {
+                // The peer's FIN: closing the socket now finishes the close (our FIN
+                // went first with --close client, goes now with --close server).
+                Ok(0) => return KStep::Done,
+                Ok(_) => return KStep::Fail(FAIL_DATA_MISMATCH),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return KStep::Wait,
+                Err(e) => return KStep::Fail(io_kind(&e)),
+            },
+        }
+    }
+}
+
+/// Runs the churn client on the host kernel's TCP against `target` (the same lifecycle,
+/// close mode, count or duration, concurrency and lifecycle timeout as `cfg`), in this
+/// thread, and reports; prints nothing. `progress` is called about every `every`.
+///
+/// The kernel picks the client's address and ports (its own `ip_local_port_range`;
+/// `cfg.port_range` and `cfg.policy` describe fourtuple and are not applied). TIME_WAIT is
+/// counted from `/proc/net/tcp` as the entries this run added: on the client side those
+/// whose remote end is the target, on the server side those whose local end is.
+pub fn run_kernel_client(
+    cfg: &ChurnConfig,
+    target: SocketAddr,
+    every: Duration,
+    mut progress: impl FnMut(&Progress),
+) -> io::Result<ChurnReport> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
+    let ports = (target.port(), cfg.server_ports.max(1));
+    let tw_client_before = kernel_time_wait_to(target.ip(), ports).unwrap_or(0);
+    let tw_server_before = kernel_time_wait(target.ip(), ports).unwrap_or(0);
+    let start = std::time::Instant::now();
+    let mut lcs: Vec<KConn> = Vec::new();
+    let (mut started, mut completed, mut failed) = (0u64, 0u64, 0u64);
+    let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut next_port = 0u16;
+    let mut stalled = None;
+    let mut last_report = start;
+    let mut last_change = (0u64, start);
+    let may_start = |started: u64| match cfg.stop {
+        StopAt::Count(n) => started < n,
+        StopAt::WallClock(d) => start.elapsed() < d,
+    };
+    loop {
+        let now = std::time::Instant::now();
+        // Deadlines.
+        let mut i = 0;
+        while i < lcs.len() {
+            if lcs[i].deadline <= now {
+                lcs.swap_remove(i);
+                failed += 1;
+                *failures.entry(FAIL_LIFECYCLE_TIMEOUT).or_insert(0) += 1;
+                continue;
+            }
+            i += 1;
+        }
+        // New lifecycles up to the concurrency.
+        while lcs.len() < cfg.concurrency && may_start(started) {
+            started += 1;
+            let port = target.port().wrapping_add(next_port);
+            next_port = (next_port + 1) % cfg.server_ports.max(1);
+            let remote = SocketAddr::new(target.ip(), port);
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(remote),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            sock.set_nonblocking(true)?;
+            sock.set_tcp_nodelay(true)?;
+            match sock.connect(&remote.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => {
+                    failed += 1;
+                    *failures.entry(io_kind(&e)).or_insert(0) += 1;
+                    continue;
+                }
+            }
+            lcs.push(KConn {
+                sock,
+                id: started,
+                phase: KPhase::Connecting,
+                got: 0,
+                rx: [0; MESSAGE_LEN],
+                deadline: now + cfg.lifecycle_timeout,
+            });
+        }
+        if lcs.is_empty() && !may_start(started) {
+            break;
+        }
+        // Wait for readiness.
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = lcs
+                .iter()
+                .map(|c| {
+                    let ev = if c.phase == KPhase::Connecting {
+                        PollFlags::POLLOUT
+                    } else {
+                        PollFlags::POLLIN
+                    };
+                    PollFd::new(c.sock.as_fd(), ev)
+                })
+                .collect();
+            poll(&mut fds, PollTimeout::from(50u16)).map_err(io::Error::from)?;
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        for i in (0..lcs.len()).rev() {
+            if !ready[i] {
+                continue;
+            }
+            match kernel_step(&mut lcs[i], cfg.close) {
+                KStep::Wait => {}
+                KStep::Done => {
+                    lcs.swap_remove(i);
+                    completed += 1;
+                }
+                KStep::Fail(kind) => {
+                    lcs.swap_remove(i);
+                    failed += 1;
+                    *failures.entry(kind).or_insert(0) += 1;
+                }
+            }
+        }
+        if last_report.elapsed() >= every {
+            last_report = std::time::Instant::now();
+            let elapsed = start.elapsed();
+            progress(&Progress {
+                started,
+                completed,
+                failed,
+                elapsed,
+                simulated: elapsed,
+                time_wait_client: 0,
+                time_wait_server: 0,
+            });
+        }
+        // Stall guard, as for fourtuple's client.
+        let mark = started + completed + failed;
+        if mark != last_change.0 {
+            last_change = (mark, std::time::Instant::now());
+        } else if last_change.1.elapsed() > cfg.lifecycle_timeout * 2 {
+            stalled = Some(format!(
+                "no lifecycle progressed for {:?} with {} in flight",
+                cfg.lifecycle_timeout * 2,
+                lcs.len()
+            ));
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    failed += lcs.len() as u64;
+    if !lcs.is_empty() {
+        *failures.entry(FAIL_UNFINISHED).or_insert(0) += lcs.len() as u64;
+    }
+    drop(lcs);
+    // Let the last FINs and ACKs land before counting TIME_WAIT, as for fourtuple's run.
+    std::thread::sleep(Duration::from_millis(200));
+    let tw_client = kernel_time_wait_to(target.ip(), ports).unwrap_or(0);
+    let tw_server = kernel_time_wait(target.ip(), ports).unwrap_or(0);
+    Ok(ChurnReport {
+        config: cfg.clone(),
+        started,
+        completed,
+        failed,
+        failures,
+        stalled,
+        elapsed,
+        simulated: elapsed,
+        time_wait_client: tw_client.saturating_sub(tw_client_before),
+        time_wait_server: tw_server.saturating_sub(tw_server_before),
+        packets_client_to_server: 0,
+        packets_server_to_client: 0,
+        unmatched_server_connections: 0,
+        client_counters: Vec::new(),
+        server_counters: Vec::new(),
+    })
 }

@@ -1,0 +1,136 @@
+//! Tier 3: `fourtuple churn --target ... --vs-kernel`, fourtuple's client over a TUN and
+//! then the kernel's own client, against one kernel server (`fourtuple kernel-peer`) in a
+//! private network namespace, bounded in count and time. Checks that both runs complete,
+//! that TIME_WAIT lands on each client, and that the ratio is the ratio of the two rates.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{net_ready, run_limited, Netns, BIN, KERNEL_IP};
+
+const COUNT: u64 = 1000;
+const PORT: u16 = 10_400;
+
+/// `fourtuple kernel-peer` in `ns`, killed on drop.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_peer(ns: &Netns) -> Peer {
+    // The wildcard address: 192.0.2.1 exists only while churn's TUN does.
+    let listen = format!("0.0.0.0:{PORT}");
+    let child = ns
+        .cmd(&[
+            BIN,
+            "kernel-peer",
+            "--listen",
+            &listen,
+            "--close",
+            "client",
+            "--exit-after",
+            "120s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kernel-peer");
+    let peer = Peer(child);
+    for _ in 0..200 {
+        let out = ns.run(&["ss", "-Htln", &format!("sport = :{PORT}")]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return peer;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("kernel-peer never listened on {listen}");
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn churn_vs_kernel_runs_both_clients_and_prints_the_ratio() {
+    if !net_ready(
+        "churn_vs_kernel_runs_both_clients_and_prints_the_ratio",
+        &["ss"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("vs-kernel");
+    let _peer = start_peer(&ns);
+    let target = format!("{KERNEL_IP}:{PORT}");
+    let count = COUNT.to_string();
+    let mut c: Command = ns.cmd(&[
+        BIN,
+        "churn",
+        "--target",
+        &target,
+        "--tun",
+        "ft0",
+        "--addr",
+        "192.0.2.2/24",
+        "--host-addr",
+        KERNEL_IP,
+        "--count",
+        &count,
+        "--concurrency",
+        "16",
+        "--lifecycle-timeout",
+        "10s",
+        "--vs-kernel",
+        "--json",
+    ]);
+    c.env("RUST_LOG", "warn");
+    let out = run_limited(c, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "churn --vs-kernel failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
+    assert_eq!(r["mode"], "vs-kernel", "{r}");
+    let (ours, kernel) = (&r["fourtuple"], &r["kernel"]);
+    assert_eq!(ours["mode"], "target", "{r}");
+    assert_eq!(kernel["mode"], "kernel-client", "{r}");
+    for side in [ours, kernel] {
+        assert_eq!(u(side, "completed"), COUNT, "{r}");
+        assert_eq!(u(side, "failed"), 0, "{r}");
+        // The client closes first: TIME_WAIT on the client, none on the server.
+        assert_eq!(u(side, "time_wait_client"), COUNT, "{r}");
+        assert_eq!(u(side, "time_wait_server"), 0, "{r}");
+    }
+    let f = r["fourtuple_lifecycles_per_sec"].as_f64().expect("rate");
+    let k = r["kernel_lifecycles_per_sec"].as_f64().expect("rate");
+    let ratio = r["ratio"].as_f64().expect("ratio");
+    assert!(f > 0.0 && k > 0.0, "{r}");
+    assert!((ratio - f / k).abs() < 1e-9 * ratio.max(1.0), "{r}");
+    println!("churn --vs-kernel: fourtuple {f:.0}/s, kernel {k:.0}/s, ratio {ratio:.2}");
+}
+
+#[test]
+fn vs_kernel_needs_a_target() {
+    let out = run_limited(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["churn", "--in-memory", "--vs-kernel", "--count", "1"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--target"));
+}
