@@ -8,10 +8,19 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use fourtuple_stack::wire::{self, Flags, Incoming, OutSegment};
-use fourtuple_stack::{Config, Instant, SeqNum, Stack};
+use fourtuple_stack::{Config, FourTuple, Instant, SeqNum, Stack};
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+/// Bytes from hex digits (whitespace ignored).
+fn unhex(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+        .collect()
+}
 
 /// Two stacks joined by a perfect 1 ms link; counts what crosses it.
 struct Link {
@@ -212,15 +221,83 @@ fn finding_zero_window_probe_byte_not_counted_as_sent() {
 
 #[test]
 fn pair_probe_wedge_input_completes() {
-    let hex: Vec<u8> = PAIR_PROBE_WEDGE
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let input: Vec<u8> = hex
-        .chunks(2)
-        .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
-        .collect();
+    let input = unhex(PAIR_PROBE_WEDGE);
     assert_eq!(input.len(), 133);
     // Fails on the bug only with fuzzing::LIVENESS_CHECKS on (the default).
     fourtuple_stack::fuzzing::run("pair", &input);
+}
+
+// Found by `pair` (input: PAIR_SILENT_EMBRYONIC_END below; the harness now allows for it): a
+// passive connection that gives up in SYN-RECEIVED, its SYN-ACKs unanswered, ends under no
+// counter at all. RFC-correct behaviour, but it is the one way a connection ends that the
+// counters do not show (on_rto clears the TimedOut error of a passive embryonic connection,
+// so `timeouts` does not count it, and nothing else does): active + passive opens no longer
+// equal live connections plus closed_orderly + resets_received + refused + timeouts +
+// aborted + time_wait_entered. In the fuzzer's run the peer, whose handshake had completed,
+// then had its data answered with an RST: a reset with no counted cause on either side.
+// Issue #6 wants every drop counted by reason. Fix: count it, under `timeouts` or under a
+// counter of its own (Linux: TCPTimeouts counts request sockets that exhaust their retries).
+//
+// The fuzz input: IPv6, client sends 20000 bytes, server 39029 in 3-byte writes; the link
+// drops nearly everything at first (a9), lets one SYN-ACK through (c0), then is perfect.
+const PAIR_SILENT_EMBRYONIC_END: &str = "\
+    40004e2098753005100003e81000200000a9a9a9a9a9a9a9a9a9a9c0a9a9a9a9\
+    a9a9a9a9a9a9a9a9a9a9a9a9a9a9";
+
+#[test]
+fn pair_silent_embryonic_end_input_passes() {
+    let input = unhex(PAIR_SILENT_EMBRYONIC_END);
+    assert_eq!(input.len(), 46);
+    fourtuple_stack::fuzzing::run("pair", &input);
+}
+
+#[test]
+#[ignore = "open finding: a passive connection that gives up in SYN-RECEIVED is not counted"]
+fn finding_embryonic_timeout_is_not_counted() {
+    let mut b = Stack::new(Config::default(), [2; 16]);
+    b.add_address(B);
+    b.listen(SocketAddr::new(B, 80), 8).unwrap();
+    let mut now = Instant::from_millis(1_000);
+    // A SYN from a client that never answers the SYN-ACK.
+    let tuple = FourTuple::new(SocketAddr::new(A, 40000), SocketAddr::new(B, 80));
+    let syn = OutSegment {
+        seq: SeqNum(1_000),
+        flags: Flags {
+            syn: true,
+            ..Flags::default()
+        },
+        window: 65535,
+        mss: Some(1460),
+        ..OutSegment::default()
+    };
+    let mut buf = vec![0u8; 2048];
+    let n = wire::emit_tcp(&mut buf, &tuple, &syn, (&[], &[])).unwrap();
+    b.receive(now, &buf[..n]);
+    assert_eq!(b.connection_count(), 1);
+    // Ten minutes of SYN-ACK retransmissions into the void.
+    while let Some(t) = b.poll_timeout() {
+        if t > Instant::from_millis(601_000) {
+            break;
+        }
+        now = t;
+        b.handle_timeout(now);
+        while b.poll_transmit(now, &mut buf).is_some() {}
+    }
+    assert_eq!(b.connection_count(), 0, "the embryonic connection gave up");
+    let c = b.counters();
+    let ended = c.closed_orderly
+        + c.resets_received
+        + c.refused
+        + c.timeouts
+        + c.aborted
+        + c.time_wait_entered;
+    assert_eq!(
+        ended,
+        c.active_opens + c.passive_opens,
+        "a connection ended under no counter: {:?}",
+        c.entries()
+            .into_iter()
+            .filter(|e| e.1 > 0)
+            .collect::<Vec<_>>()
+    );
 }
