@@ -145,7 +145,10 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn compare_rejects_sysctls_outside_net() {
-    let out = run(&["compare", "--sysctl", "kernel.panic=1"], Duration::from_secs(30));
+    let out = run(
+        &["compare", "--sysctl", "kernel.panic=1"],
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only net.* sysctls"), "{err}");

@@ -63,7 +63,8 @@ fn errno_outcome(e: &std::io::Error) -> String {
 fn bound(local: SocketAddr, reuse: bool) -> Result<Socket, String> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.set_reuse_address(reuse).unwrap();
-    s.bind(&SockAddr::from(local)).map_err(|e| errno_outcome(&e))?;
+    s.bind(&SockAddr::from(local))
+        .map_err(|e| errno_outcome(&e))?;
     Ok(s)
 }
 
@@ -86,8 +87,10 @@ fn kernel_reconnect(second_port: u16, second_ip: &str, reuse: bool) -> String {
     }
     let local: SocketAddr = "192.0.2.1:40001".parse().unwrap();
     let s = bound(local, reuse).unwrap();
-    s.connect(&SockAddr::from("192.0.2.2:8080".parse::<SocketAddr>().unwrap()))
-        .unwrap();
+    s.connect(&SockAddr::from(
+        "192.0.2.2:8080".parse::<SocketAddr>().unwrap(),
+    ))
+    .unwrap();
     let mut c: TcpStream = s.into();
     c.write_all(b"x").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
@@ -122,7 +125,9 @@ fn kernel_listener_restart(reuse: bool) -> String {
     std::thread::sleep(Duration::from_millis(50));
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.set_reuse_address(reuse).unwrap();
-    match s.bind(&SockAddr::from("192.0.2.2:8080".parse::<SocketAddr>().unwrap())) {
+    match s.bind(&SockAddr::from(
+        "192.0.2.2:8080".parse::<SocketAddr>().unwrap(),
+    )) {
         Ok(()) => "ok".into(),
         Err(e) => errno_outcome(&e),
     }
@@ -160,7 +165,11 @@ fn compare_quick_json_covers_the_matrix_and_follows_the_rules() {
         assert_eq!(sc["id"], id);
         for stack in STACKS {
             assert!(
-                sc["results"].as_array().unwrap().iter().any(|r| r["stack"] == stack),
+                sc["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["stack"] == stack),
                 "{id} has no {stack} result"
             );
         }
@@ -178,16 +187,30 @@ fn compare_quick_json_covers_the_matrix_and_follows_the_rules() {
     for sc in scenarios {
         for r in sc["results"].as_array().unwrap() {
             let o = r["outcome"].as_str().unwrap();
-            assert!(vocabulary.contains(&o), "{} {}: {o} {}", sc["id"], r["stack"], r["detail"]);
+            assert!(
+                vocabulary.contains(&o),
+                "{} {}: {o} {}",
+                sc["id"],
+                r["stack"],
+                r["detail"]
+            );
         }
     }
 
     // fourtuple against DESIGN.md's rules.
     let [_, exact, local, tsr] = STACKS;
     for p in [exact, local, tsr] {
-        assert_eq!(outcome(&doc, "S1", p, "plain"), "addr-in-use", "{p}: exact tuple in TIME_WAIT");
+        assert_eq!(
+            outcome(&doc, "S1", p, "plain"),
+            "addr-in-use",
+            "{p}: exact tuple in TIME_WAIT"
+        );
         assert_eq!(outcome(&doc, "S5", p, "greater-isn"), "reopened", "{p}");
-        assert_eq!(outcome(&doc, "S6", p, "plain"), "ok", "{p}: listeners are never blocked");
+        assert_eq!(
+            outcome(&doc, "S6", p, "plain"),
+            "ok",
+            "{p}: listeners are never blocked"
+        );
         let s7 = result(&doc, "S7", p, "client-linger0");
         assert_eq!(s7["outcome"], "ok");
         assert_eq!(s7["time_wait_client"], 0, "{p}: RST leaves no TIME_WAIT");
@@ -196,24 +219,44 @@ fn compare_quick_json_covers_the_matrix_and_follows_the_rules() {
         assert_eq!(s9["time_wait_client"], 0, "{p}: the server closed first");
     }
     for v in ["other-port", "other-addr"] {
-        assert_eq!(outcome(&doc, "S2", exact, v), "ok", "exact-tuple blocks only the tuple");
+        assert_eq!(
+            outcome(&doc, "S2", exact, v),
+            "ok",
+            "exact-tuple blocks only the tuple"
+        );
         assert_eq!(outcome(&doc, "S2", tsr, v), "ok");
-        assert_eq!(outcome(&doc, "S2", local, v), "addr-in-use", "local-port blocks the port");
+        assert_eq!(
+            outcome(&doc, "S2", local, v),
+            "addr-in-use",
+            "local-port blocks the port"
+        );
     }
     // Churn with a 1000-port range: exact-tuple gets 1000 per destination, local-port
     // 1000 in all, timestamp-reuse more once entries are a second old.
     let done = |id, p, v| result(&doc, id, p, v)["completed"].as_u64().unwrap();
     assert_eq!(done("S3", exact, "client-closes"), 1000);
-    assert_eq!(outcome(&doc, "S3", exact, "client-closes"), "addr-not-available");
+    assert_eq!(
+        outcome(&doc, "S3", exact, "client-closes"),
+        "addr-not-available"
+    );
     assert_eq!(done("S3", local, "client-closes"), 1000);
     assert_eq!(done("S4", exact, "4-server-ports"), 4000);
     assert_eq!(done("S4", local, "4-server-ports"), 1000);
     assert!(done("S3", tsr, "client-closes") > 1000);
-    assert_eq!(result(&doc, "S3", exact, "client-closes")["time_wait_client"], 1000);
-    assert_eq!(result(&doc, "S8", exact, "client-closes")["time_wait_client"], 1000);
+    assert_eq!(
+        result(&doc, "S3", exact, "client-closes")["time_wait_client"],
+        1000
+    );
+    assert_eq!(
+        result(&doc, "S8", exact, "client-closes")["time_wait_client"],
+        1000
+    );
     // The kernel's answer to fourtuple's chosen ISNs (measured, so only sanity here).
     let lower = outcome(&doc, "S5", "kernel", "lower-isn");
-    assert!(["rejected-old-duplicate", "reopened", "timeout"].contains(&lower), "{lower}");
+    assert!(
+        ["rejected-old-duplicate", "reopened", "timeout"].contains(&lower),
+        "{lower}"
+    );
 
     // Kernel outcomes cross-checked by calling the kernel directly.
     for (variant, reuse) in [("plain", false), ("reuseaddr", true)] {
