@@ -670,21 +670,10 @@ impl Tcb {
         self.snd_nxt = ack.ack;
         self.snd_max = ack.ack;
         self.buf_seq = ack.ack;
-        self.snd_mss = mss.min(self.our_mss);
-        self.wscale_ok = self.offer_wscale && wscale.is_some() && ack.opts.timestamp.is_some();
-        if self.wscale_ok {
-            self.snd_wscale = wscale.unwrap_or(0).min(14);
-        } else {
-            self.snd_wscale = 0;
-            self.rcv_wscale = 0;
-            self.recv_cap = self.recv_cap.min(65535);
-        }
-        self.ts_ok = self.offer_ts && ack.opts.timestamp.is_some();
-        if let (true, Some((tsval, _))) = (self.ts_ok, ack.opts.timestamp) {
-            self.ts_recent = tsval;
-            self.ts_recent_at = now;
-        }
-        self.sack_ok = self.offer_sack && sack && self.ts_ok;
+        // Window scale and SACK come back only through the timestamp echo.
+        let ts = ack.opts.timestamp;
+        let wscale = wscale.filter(|_| ts.is_some());
+        self.apply_peer_options(now, mss, wscale, ts, sack && ts.is_some());
         self.snd_wnd = (ack.window as u32) << self.snd_wscale;
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = ack.seq;
@@ -710,22 +699,35 @@ impl Tcb {
         };
         // RFC 9293 §3.7.1: without the option, assume 536 (IPv4) / 1220 (IPv6).
         let peer = seg.opts.mss.unwrap_or(min).max(64);
-        self.snd_mss = peer.min(self.our_mss);
-        self.wscale_ok = self.offer_wscale && seg.opts.wscale.is_some();
+        let o = seg.opts;
+        self.apply_peer_options(now, peer, o.wscale, o.timestamp, o.sack_permitted);
+    }
+
+    /// Takes what the peer's SYN offered, against what we offer.
+    fn apply_peer_options(
+        &mut self,
+        now: Instant,
+        mss: u16,
+        wscale: Option<u8>,
+        timestamp: Option<(u32, u32)>,
+        sack: bool,
+    ) {
+        self.snd_mss = mss.min(self.our_mss);
+        self.wscale_ok = self.offer_wscale && wscale.is_some();
         if self.wscale_ok {
             // RFC 7323 §2.3: a shift above 14 is treated as 14.
-            self.snd_wscale = seg.opts.wscale.unwrap_or(0).min(14);
+            self.snd_wscale = wscale.unwrap_or(0).min(14);
         } else {
             self.snd_wscale = 0;
             self.rcv_wscale = 0;
             self.recv_cap = self.recv_cap.min(65535);
         }
-        self.ts_ok = self.offer_ts && seg.opts.timestamp.is_some();
-        if let (true, Some((tsval, _))) = (self.ts_ok, seg.opts.timestamp) {
+        self.ts_ok = self.offer_ts && timestamp.is_some();
+        if let (true, Some((tsval, _))) = (self.ts_ok, timestamp) {
             self.ts_recent = tsval;
             self.ts_recent_at = now;
         }
-        self.sack_ok = self.offer_sack && seg.opts.sack_permitted;
+        self.sack_ok = self.offer_sack && sack;
     }
 
     // ---- application calls ---------------------------------------------------------
