@@ -987,8 +987,10 @@ impl Tcb {
                 let passive_embryo = self.state == TcpState::SynReceived && self.listener.is_some();
                 self.state = TcpState::Closed;
                 self.clear_timers();
+                // Counted as a reset either way; only a connection an application has
+                // seen reports it as an event.
+                self.error = Some(ConnError::Reset);
                 if !passive_embryo {
-                    self.error = Some(ConnError::Reset);
                     self.events |= EventSet::ERROR;
                 }
                 return Disposition::Closed;
@@ -1578,7 +1580,8 @@ impl Tcb {
                     let passive = self.listener.is_some();
                     let d = self.time_out();
                     if passive {
-                        self.error = None;
+                        // No application has seen this connection: counted as a timeout,
+                        // reported to nobody.
                         self.events = EventSet::default();
                     }
                     return d;
