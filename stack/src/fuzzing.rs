@@ -367,6 +367,110 @@ fn echo_request(src: IpAddr, dst: IpAddr, ident: u16, seq: u16, data: &[u8]) -> 
     ip_wrap(src, dst, proto, &[], 0, &m)
 }
 
+/// Whether every checksum the stack's parser verifies is right: the IPv4 header's, and the
+/// TCP, ICMP or ICMPv6 checksum over the payload the IP header delimits. False also for a
+/// packet too malformed to tell (which the parser drops anyway). Never false for a packet
+/// the parser would accept.
+fn checksums_ok(pkt: &[u8]) -> bool {
+    let Some(&first) = pkt.first() else {
+        return false;
+    };
+    let (src, dst, proto, payload): (IpAddr, IpAddr, u8, &[u8]) = match first >> 4 {
+        4 => {
+            let hl = (first as usize & 0xf) * 4;
+            let Some(header) = pkt.get(..hl.max(20)) else {
+                return false;
+            };
+            if hl < 20 || fold(sum_words(0, header)) != 0 {
+                return false;
+            }
+            let total = u16::from_be_bytes([pkt[2], pkt[3]]) as usize;
+            let Some(payload) = pkt.get(hl..total) else {
+                return false;
+            };
+            let ip = |o: usize| IpAddr::from([pkt[o], pkt[o + 1], pkt[o + 2], pkt[o + 3]]);
+            (ip(12), ip(16), pkt[9], payload)
+        }
+        6 => {
+            let Some(header) = pkt.get(..40) else {
+                return false;
+            };
+            let len = u16::from_be_bytes([header[4], header[5]]) as usize;
+            let Some(payload) = pkt.get(40..40 + len) else {
+                return false;
+            };
+            let ip = |o: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&header[o..o + 16]);
+                IpAddr::from(b)
+            };
+            (ip(8), ip(24), header[6], payload)
+        }
+        _ => return false,
+    };
+    match proto {
+        PROTO_TCP | PROTO_ICMPV6 => l4_checksum(src, dst, proto, payload) == 0,
+        PROTO_ICMP => fold(sum_words(0, payload)) == 0,
+        _ => true,
+    }
+}
+
+/// Bytes as an IP packet with every checksum recomputed, where its headers say where they
+/// are (IPv4 header, TCP, ICMP, ICMPv6); other bytes are left as they are.
+fn repair_checksums(mut pkt: Vec<u8>) -> Vec<u8> {
+    let Some(&first) = pkt.first() else {
+        return pkt;
+    };
+    let (hl, end, proto) = match first >> 4 {
+        4 => {
+            let hl = (first as usize & 0xf) * 4;
+            if hl < 20 || pkt.len() < hl {
+                return pkt;
+            }
+            pkt[10..12].copy_from_slice(&[0, 0]);
+            let c = fold(sum_words(0, &pkt[..hl]));
+            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+            (hl, u16::from_be_bytes([pkt[2], pkt[3]]) as usize, pkt[9])
+        }
+        6 if pkt.len() >= 40 => (
+            40,
+            40 + u16::from_be_bytes([pkt[4], pkt[5]]) as usize,
+            pkt[6],
+        ),
+        _ => return pkt,
+    };
+    let at = match proto {
+        PROTO_TCP => 16,
+        PROTO_ICMP | PROTO_ICMPV6 => 2,
+        _ => return pkt,
+    };
+    if end > pkt.len() || end < hl + at + 2 {
+        return pkt;
+    }
+    pkt[hl + at..hl + at + 2].copy_from_slice(&[0, 0]);
+    let c = if proto == PROTO_ICMP {
+        fold(sum_words(0, &pkt[hl..end]))
+    } else {
+        let ip = |o: usize, n: usize| -> IpAddr {
+            if n == 4 {
+                IpAddr::from([pkt[o], pkt[o + 1], pkt[o + 2], pkt[o + 3]])
+            } else {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&pkt[o..o + 16]);
+                IpAddr::from(b)
+            }
+        };
+        let (src, dst) = if hl == 40 && first >> 4 == 6 {
+            (ip(8, 16), ip(24, 16))
+        } else {
+            (ip(12, 4), ip(16, 4))
+        };
+        l4_checksum(src, dst, proto, &pkt[hl..end])
+    };
+    pkt[hl + at..hl + at + 2].copy_from_slice(&c.to_be_bytes());
+    pkt
+}
+
 /// The destination address of an IP packet the stack emitted.
 fn packet_dst(pkt: &[u8]) -> Option<IpAddr> {
     match pkt.first()? >> 4 {
@@ -401,6 +505,11 @@ struct Sent {
 /// stack's addresses and fits the MTU implied by the stack's MSS. Returns its TCP summary
 /// (`None` for an echo reply).
 fn check_emitted(stack: &Stack, pkt: &[u8]) -> Option<Sent> {
+    // smoltcp skips checksum verification under cfg(fuzzing) (cargo fuzz sets it).
+    assert!(
+        checksums_ok(pkt),
+        "the stack emitted a packet with a wrong checksum: {pkt:02x?}"
+    );
     match wire::parse(pkt, |_| true) {
         Ok(Incoming::Tcp(seg)) => {
             let tuple = seg.tuple.reversed();
@@ -1088,7 +1197,16 @@ impl World {
     }
 
     /// A packet from the fuzzer into the host.
+    ///
+    /// Under `cfg(fuzzing)` (set by cargo fuzz) smoltcp accepts any checksum, so a packet
+    /// with a wrong one is dropped here instead, as the parser of an ordinary build would:
+    /// the fuzzer then explores what `cargo test` replays, and every crash it saves
+    /// reproduces there.
+    #[allow(unexpected_cfgs)] // `fuzzing` is set by cargo fuzz (--cfg fuzzing), not Cargo.
     fn inject(&mut self, pkt: &[u8]) {
+        if cfg!(fuzzing) && !checksums_ok(pkt) {
+            return;
+        }
         self.h.receive(self.now, pkt);
         self.h_received += 1;
         self.flush();
@@ -1492,8 +1610,9 @@ impl TcpSpec {
 /// One packet from the fuzzer to the host.
 #[derive(Clone, Debug)]
 enum PacketSpec {
-    /// Bytes as they are.
-    Raw(Vec<u8>),
+    /// Bytes as they are (false), or with their checksums recomputed (true), so that
+    /// arbitrary headers get past checksum verification.
+    Raw(bool, Vec<u8>),
     /// An echo request: (IPv6?, source selector, ident, sequence, data length).
     Echo(bool, u8, u16, u16, u16),
     /// A TCP segment.
@@ -1502,10 +1621,11 @@ enum PacketSpec {
 
 impl PacketSpec {
     fn read(c: &mut Cursor<'_>) -> PacketSpec {
-        match c.u8() % 8 {
+        let kind = c.u8();
+        match kind % 8 {
             0 => {
                 let n = c.u16() as usize % 2048;
-                PacketSpec::Raw(c.bytes(n))
+                PacketSpec::Raw(kind >= 128, c.bytes(n))
             }
             1 => PacketSpec::Echo(c.u8() & 1 != 0, c.u8(), c.u16(), c.u16(), c.u16()),
             _ => PacketSpec::Tcp(TcpSpec::read(c)),
@@ -1514,8 +1634,10 @@ impl PacketSpec {
 
     fn write(&self, e: &mut Enc) {
         match self {
-            PacketSpec::Raw(b) => {
-                e.u8(0).u16(b.len() as u16).bytes(b);
+            PacketSpec::Raw(repair, b) => {
+                e.u8(if *repair { 128 } else { 0 })
+                    .u16(b.len() as u16)
+                    .bytes(b);
             }
             PacketSpec::Echo(v6, src, ident, seq, len) => {
                 e.u8(1)
@@ -1535,7 +1657,8 @@ impl PacketSpec {
     /// The packet, and its 4-tuple (host's view) when it is TCP.
     fn build(&self, w: &World) -> (Vec<u8>, Option<FourTuple>) {
         match self {
-            PacketSpec::Raw(b) => (b.clone(), None),
+            PacketSpec::Raw(false, b) => (b.clone(), None),
+            PacketSpec::Raw(true, b) => (repair_checksums(b.clone()), None),
             PacketSpec::Echo(v6, src, ident, seq, len) => {
                 let (s, d): (IpAddr, IpAddr) = if *v6 {
                     (odd_source(true, *src), H6.into())
@@ -1756,7 +1879,31 @@ pub mod packet {
         }
         out.push((
             "raw-garbage".into(),
-            input(0, PacketSpec::Raw(b"\x45\x00\x00\x14garbage".to_vec()), 0),
+            input(
+                0,
+                PacketSpec::Raw(false, b"\x45\x00\x00\x14garbage".to_vec()),
+                0,
+            ),
+        ));
+        // A SYN whose header fields are arbitrary but whose checksums are right.
+        let mut syn = RawTcp {
+            src: sa(spoof4(9), 4000),
+            dst: sa(H4, SERVICE),
+            seq: 7,
+            ack: 0,
+            flags: 2,
+            window: 512,
+            urgent: 0,
+            options: &[3, 3, 14, 1, 2, 4, 0, 1],
+            payload: b"hello",
+            data_offset: None,
+        }
+        .packet();
+        syn[1] = 0xb8; // DSCP EF
+        syn[16 + 20] = 0; // checksums to be repaired
+        out.push((
+            "raw-repaired-syn".into(),
+            input(0, PacketSpec::Raw(true, syn), 0),
         ));
         out.push((
             "echo-v4".into(),
