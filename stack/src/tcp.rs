@@ -779,7 +779,14 @@ impl Tcb {
                 self.clear_timers();
                 Disposition::Closed
             }
-            TcpState::SynReceived | TcpState::Established => {
+            TcpState::SynReceived => {
+                // RFC 9293 §3.10.4: queue the FIN until the handshake completes (then
+                // FIN-WAIT-1); the SYN-ACK keeps being retransmitted meanwhile.
+                self.fin_queued = true;
+                let _ = (now, cfg);
+                Disposition::Keep
+            }
+            TcpState::Established => {
                 self.fin_queued = true;
                 self.state = TcpState::FinWait1;
                 let _ = (now, cfg);
@@ -1602,7 +1609,10 @@ impl Tcb {
                 self.rtx_at = Some(now + self.rto);
                 Disposition::Keep
             }
-            _ if self.snd_wnd == 0 && self.data_end() > self.snd_una => {
+            _ if self.snd_wnd == 0
+                && self.snd_una >= self.buf_seq
+                && self.data_end() > self.snd_una =>
+            {
                 // Persist timer (RFC 9293 §3.8.6.1): probe the zero window with one byte,
                 // and give up only when probes go unanswered as long as data would.
                 self.retries += 1;
@@ -1912,6 +1922,9 @@ impl Tcb {
 
     /// A one-byte zero-window probe.
     fn emit_probe(&mut self, now: Instant, buf: &mut [u8], seq: SeqNum) -> Option<usize> {
+        if seq < self.buf_seq || seq >= self.data_end() {
+            return None;
+        }
         let off = (seq - self.buf_seq) as usize;
         let mut seg = self.base_segment(now, false);
         seg.seq = seq;
@@ -1956,13 +1969,20 @@ impl Tcb {
     }
 }
 
-/// Splits `len` bytes at `off` of a two-part ring buffer into two slices.
+/// Splits `len` bytes at `off` of a two-part ring buffer into two slices. Out-of-range
+/// requests give empty slices rather than a panic (callers check ranges first; this is
+/// the last line of defence for a process that holds many connections).
 fn slice_range<'a>(a: &'a [u8], b: &'a [u8], off: usize, len: usize) -> (&'a [u8], &'a [u8]) {
+    let empty: &[u8] = &[];
+    if off.saturating_add(len) > a.len() + b.len() {
+        debug_assert!(false, "slice_range({off}, {len}) beyond {}", a.len() + b.len());
+        return (empty, empty);
+    }
     if off >= a.len() {
         let s = off - a.len();
-        (&b[s..s + len], &[])
+        (&b[s..s + len], empty)
     } else if off + len <= a.len() {
-        (&a[off..off + len], &[])
+        (&a[off..off + len], empty)
     } else {
         (&a[off..], &b[..len - (a.len() - off)])
     }

@@ -317,7 +317,6 @@ fn finding_embryonic_timeout_is_not_counted() {
 // e.g. in on_rto require a synchronized state, or SND.UNA >= buf_seq), and let the SYN-ACK
 // be retransmitted as in SYN-RECEIVED; emit_probe should never see seq < buf_seq.
 #[test]
-#[ignore = "open finding: zero-window probe before the handshake completes panics"]
 fn finding_probe_before_handshake_panics() {
     let mut a = Stack::new(Config::default(), [1; 16]);
     a.add_address(A);
@@ -369,7 +368,6 @@ const SEGMENTS_PROBE_PANIC: &str = "\
     6c6c0200";
 
 #[test]
-#[ignore = "open finding: zero-window probe before the handshake completes panics"]
 fn segments_probe_panic_input() {
     let input = unhex(SEGMENTS_PROBE_PANIC);
     assert_eq!(input.len(), 324);
