@@ -1975,7 +1975,11 @@ impl Tcb {
 fn slice_range<'a>(a: &'a [u8], b: &'a [u8], off: usize, len: usize) -> (&'a [u8], &'a [u8]) {
     let empty: &[u8] = &[];
     if off.saturating_add(len) > a.len() + b.len() {
-        debug_assert!(false, "slice_range({off}, {len}) beyond {}", a.len() + b.len());
+        debug_assert!(
+            false,
+            "slice_range({off}, {len}) beyond {}",
+            a.len() + b.len()
+        );
         return (empty, empty);
     }
     if off >= a.len() {
