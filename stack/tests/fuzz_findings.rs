@@ -316,6 +316,9 @@ fn finding_embryonic_timeout_is_not_counted() {
 // Fix: probe only when there is data to probe with (data past SND.UNA that is not the SYN:
 // e.g. in on_rto require a synchronized state, or SND.UNA >= buf_seq), and let the SYN-ACK
 // be retransmitted as in SYN-RECEIVED; emit_probe should never see seq < buf_seq.
+//
+// Fixed in a2ae69c (the FIN waits for the handshake; no probe before it; out-of-range
+// offsets are refused instead of panicking).
 #[test]
 fn finding_probe_before_handshake_panics() {
     let mut a = Stack::new(Config::default(), [1; 16]);
@@ -353,7 +356,8 @@ fn finding_probe_before_handshake_panics() {
 
 // The `segments` input (324 bytes), as found but for one byte: the fuzzer's SYN had a wrong
 // IPv4 header checksum, which cargo fuzz builds accept (smoltcp skips checksums under
-// cfg(fuzzing)); byte 63 turns that corruption off, so this input panics in any build.
+// cfg(fuzzing)); byte 63 turns that corruption off, so this input panicked in any build
+// before a2ae69c.
 const SEGMENTS_PROBE_PANIC: &str = "\
     00000208000032000000000704000000002109020000bdbdbdbdbdbdbdbdbd04\
     00f4bdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbdbd000000210900\
