@@ -221,6 +221,8 @@ impl Counters {
 }
 
 const MAX_CONTROL_QUEUE: usize = 65536;
+/// Echo payload bytes waiting in the control queue at most.
+const MAX_ECHO_BYTES_QUEUED: usize = 4 << 20;
 
 /// A packet the stack sends on no connection's behalf (RST, TIME_WAIT ACK, echo reply).
 #[derive(Debug)]
@@ -290,6 +292,7 @@ pub struct Stack {
     cookies: CookieJar,
     last_cookie: Option<Instant>,
     ooo_total: usize,
+    echo_bytes_queued: usize,
 }
 
 fn derive_secret(seed: [u8; 16], salt: u8) -> [u8; 16] {
@@ -338,6 +341,7 @@ impl Stack {
             cookies: CookieJar::new(derive_secret(seed, 4)),
             last_cookie: None,
             ooo_total: 0,
+            echo_bytes_queued: 0,
             eth: match cfg_medium {
                 Medium::Ip => None,
                 Medium::Ethernet { mac } => {
@@ -742,6 +746,12 @@ impl Stack {
         }
         let cfg = self.cfg.clone();
         let t = self.tcb_mut(h)?;
+        if t.state == TcpState::SynSent {
+            // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB (nothing to tell the
+            // peer, which has not answered yet).
+            return self.abort(now, h);
+        }
+        let t = self.tcb_mut(h)?;
         t.held = false;
         t.events = EventSet::default();
         let before = t.state;
@@ -851,6 +861,12 @@ impl Stack {
             self.count_drop(DropReason::IcmpIgnored);
             return;
         }
+        // Echo payloads are copied: bound their bytes too, not just the queue length.
+        if self.echo_bytes_queued + req.data.len() > MAX_ECHO_BYTES_QUEUED {
+            self.counters.control_queue_drops += 1;
+            return;
+        }
+        let queued = self.ctrl.len();
         self.push_ctrl(
             true,
             Control::Echo {
@@ -861,6 +877,9 @@ impl Stack {
                 data: req.data.to_vec(),
             },
         );
+        if self.ctrl.len() > queued {
+            self.echo_bytes_queued += req.data.len();
+        }
     }
 
     fn on_tcp(&mut self, now: Instant, seg: &Segment<'_>) {
@@ -1364,6 +1383,9 @@ impl Stack {
 
     fn poll_ip(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         while let Some(c) = self.ctrl.pop_front() {
+            if let Control::Echo { data, .. } = &c {
+                self.echo_bytes_queued = self.echo_bytes_queued.saturating_sub(data.len());
+            }
             let n = match &c {
                 Control::Tcp { tuple, seg } => wire::emit_tcp(buf, tuple, seg, (&[], &[])),
                 Control::Echo {

@@ -774,12 +774,8 @@ impl Tcb {
     /// Closes the sending side: FIN after the queued data.
     pub fn shutdown_write(&mut self, now: Instant, cfg: &Config) -> Disposition {
         match self.state {
-            TcpState::SynSent | TcpState::Closed => {
-                self.state = TcpState::Closed;
-                self.clear_timers();
-                Disposition::Closed
-            }
-            TcpState::SynReceived => {
+            TcpState::Closed => Disposition::Closed,
+            TcpState::SynSent | TcpState::SynReceived => {
                 // RFC 9293 §3.10.4: queue the FIN until the handshake completes (then
                 // FIN-WAIT-1); the SYN-ACK keeps being retransmitted meanwhile.
                 self.fin_queued = true;
@@ -975,7 +971,9 @@ impl Tcb {
         let len = seg.seg_len();
         let acceptable = match (len, rcv_wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
-            (0, w) => seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + w),
+            // Like Linux (tcp_sequence), a bare segment exactly at the right edge is
+            // taken: it is how a window update to a just-filled window arrives.
+            (0, w) => seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + w + 1u32),
             (_, 0) => false,
             (l, w) => {
                 let last = seg.seq + (l - 1);

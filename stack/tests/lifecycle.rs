@@ -122,3 +122,41 @@ fn releasing_a_reset_connection_counts_the_reset_once() {
     assert_eq!(p.a.counters().aborted, 1);
     assert_eq!(p.b.state(s), Err(Error::InvalidHandle), "released");
 }
+
+#[test]
+fn send_and_shutdown_before_the_handshake_completes_deliver_data_then_eof() {
+    let mut p = Pair::default_pair();
+    let l = p.b.listen(sa(B_IP, 80), 16).unwrap();
+    let now = p.now;
+    let c = p.a.connect(now, sa(B_IP, 80), None).unwrap();
+    p.a.send(now, c, b"early").unwrap();
+    p.a.shutdown_write(now, c).unwrap();
+    assert_eq!(
+        p.a.state(c),
+        Ok(TcpState::SynSent),
+        "the FIN waits for the handshake"
+    );
+    assert!(
+        p.run_until(Duration::from_secs(1), |p| p.b.accept_queue_len(l).unwrap()
+            == 1)
+    );
+    let s = p.b.accept(l).unwrap().unwrap();
+    assert!(p.run_until(Duration::from_secs(1), |p| p.b.state(s)
+        == Ok(TcpState::CloseWait)));
+    let mut buf = [0u8; 16];
+    let now = p.now;
+    assert_eq!(p.b.recv(now, s, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"early");
+    assert_eq!(p.b.recv(now, s, &mut buf), Ok(0));
+}
+
+#[test]
+fn close_in_syn_sent_deletes_the_connection_and_counts_it() {
+    let mut p = Pair::default_pair();
+    let now = p.now;
+    let c = p.a.connect(now, sa(B_IP, 80), None).unwrap();
+    p.a.close(now, c).unwrap();
+    assert_eq!(p.a.connection_count(), 0);
+    assert_eq!(p.a.counters().aborted, 1);
+    assert_eq!(p.a.state(c), Err(Error::InvalidHandle));
+}
