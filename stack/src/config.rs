@@ -195,6 +195,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The window scale shift we offer: the smallest that lets the receive buffer be
+    /// advertised in 16 bits (RFC 7323 §2.3: at most 14).
+    pub fn recv_window_shift(&self) -> u8 {
+        let mut shift = 0u8;
+        while shift < 14 && (self.recv_buffer >> shift) > 65535 {
+            shift += 1;
+        }
+        shift
+    }
+
     /// TIME_WAIT lifetime: 2*MSL.
     pub fn time_wait_lifetime(&self) -> Duration {
         self.msl * 2

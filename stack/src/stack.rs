@@ -985,10 +985,7 @@ impl Stack {
             .unwrap_or(if syn.tuple.local.is_ipv4() { 536 } else { 1220 });
         let iss = self.cookies.make(now, &syn.tuple, syn.seq, peer_mss);
         let ts = syn.opts.timestamp.filter(|_| self.cfg.timestamps);
-        let mut rcv_wscale = 0u8;
-        while rcv_wscale < 14 && (self.cfg.recv_buffer >> rcv_wscale) > 65535 {
-            rcv_wscale += 1;
-        }
+        let rcv_wscale = self.cfg.recv_window_shift();
         // Without timestamps there is nowhere to keep window scale and SACK: not offered.
         let wscale = (ts.is_some() && self.cfg.window_scaling && syn.opts.wscale.is_some())
             .then_some(rcv_wscale);
@@ -1267,8 +1264,6 @@ impl Stack {
         // Per-state counts of live connections.
         if in_table {
             self.state_counts[before.index()] = self.state_counts[before.index()].saturating_sub(1);
-        } else if before != TcpState::Closed {
-            // Not in the table: nothing was counted for it.
         }
         let live = !matches!(after_state, TcpState::Closed | TcpState::TimeWait);
         if live {
@@ -1276,9 +1271,6 @@ impl Stack {
         } else if in_table {
             t.in_conns = false;
             self.conns.remove(&t.tuple);
-        }
-        if !in_table && live {
-            // A fresh TCB: counted above; conns already holds it (insert_tcb).
         }
         if live {
             if t.wants_tx() && !t.in_tx_queue {
@@ -1424,7 +1416,6 @@ impl Stack {
                 self.tx.pop_front();
                 continue;
             };
-            let before = t.state;
             let n = t.poll_segment(now, buf);
             if n.is_none() || !t.wants_tx() {
                 t.in_tx_queue = false;
@@ -1439,7 +1430,6 @@ impl Stack {
                         self.timers.push(Reverse((dl, idx, gen)));
                     }
                 }
-                let _ = before;
                 self.counters.packets_out += 1;
                 return n;
             }

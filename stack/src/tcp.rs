@@ -356,10 +356,7 @@ impl Tcb {
         } else {
             cfg.mss_v6
         };
-        let mut rcv_wscale = 0u8;
-        while rcv_wscale < 14 && (cfg.recv_buffer >> rcv_wscale) > 65535 {
-            rcv_wscale += 1;
-        }
+        let rcv_wscale = cfg.recv_window_shift();
         Tcb {
             tuple: init.tuple,
             state: TcpState::Closed,
