@@ -222,6 +222,10 @@ impl Counters {
 
 const MAX_CONTROL_QUEUE: usize = 65536;
 /// Echo payload bytes waiting in the control queue at most.
+/// Freed TCBs kept for reuse (their allocation and small buffers), so churn does not
+/// allocate; beyond this many, freed TCBs are dropped.
+const MAX_SPARE_TCBS: usize = 4096;
+
 const MAX_ECHO_BYTES_QUEUED: usize = 4 << 20;
 
 /// A packet the stack sends on no connection's behalf (RST, TIME_WAIT ACK, echo reply).
@@ -273,7 +277,10 @@ pub struct Stack {
     cfg: Config,
     addrs: Vec<IpAddr>,
     conns: HashMap<FourTuple, u32>,
-    slots: Vec<Slot<Tcb>>,
+    // Boxed so that opening and freeing a connection moves a pointer, not the TCB, and
+    // the boxes (with their buffers) are recycled through `spare_tcbs`.
+    slots: Vec<Slot<Box<Tcb>>>,
+    spare_tcbs: Vec<Box<Tcb>>,
     free: Vec<u32>,
     listeners: Vec<Slot<Listener>>,
     listener_by_addr: HashMap<SocketAddr, u32>,
@@ -327,6 +334,7 @@ impl Stack {
             addrs: Vec::new(),
             conns: HashMap::new(),
             slots: Vec::new(),
+            spare_tcbs: Vec::new(),
             free: Vec::new(),
             listeners: Vec::new(),
             listener_by_addr: HashMap::new(),
@@ -656,20 +664,23 @@ impl Stack {
         })
     }
 
-    fn new_tcb(&self, now: Instant, tuple: FourTuple, iss: SeqNum) -> Tcb {
+    fn new_tcb(&mut self, now: Instant, tuple: FourTuple, iss: SeqNum) -> Box<Tcb> {
         let ts_offset = self.ts_gen.isn(Instant::ZERO, &tuple).raw();
-        Tcb::new(
-            &self.cfg,
-            TcbInit {
-                tuple,
-                iss,
-                ts_offset,
-            },
-            now,
-        )
+        let init = TcbInit {
+            tuple,
+            iss,
+            ts_offset,
+        };
+        match self.spare_tcbs.pop() {
+            Some(mut b) => {
+                b.reinit(&self.cfg, init, now);
+                b
+            }
+            None => Box::new(Tcb::new(&self.cfg, init, now)),
+        }
     }
 
-    fn insert_tcb(&mut self, mut tcb: Tcb) -> u32 {
+    fn insert_tcb(&mut self, mut tcb: Box<Tcb>) -> u32 {
         tcb.in_conns = true;
         let tuple = tcb.tuple;
         let idx = match self.free.pop() {
@@ -1307,6 +1318,9 @@ impl Stack {
             self.ooo_total -= t.ooo_bytes().min(self.ooo_total);
             slot.gen = slot.gen.wrapping_add(1);
             self.free.push(idx);
+            if self.spare_tcbs.len() < MAX_SPARE_TCBS {
+                self.spare_tcbs.push(t);
+            }
         }
         self.prune_timers();
     }

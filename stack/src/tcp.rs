@@ -298,11 +298,13 @@ pub(crate) struct Tcb {
     offer_sack: bool,
 
     // RTT and RTO (RFC 6298).
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    rto: Duration,
-    rto_min: Duration,
-    rto_max: Duration,
+    // Microseconds, not `Duration`: these run on every ACK, and u64 arithmetic is a
+    // fraction of Duration's (seconds + nanoseconds, u128 conversions).
+    srtt: Option<u64>,
+    rttvar: u64,
+    rto: u64,
+    rto_min: u64,
+    rto_max: u64,
     retries: u32,
     rtt_probe: Option<(SeqNum, Instant)>,
 
@@ -412,10 +414,10 @@ impl Tcb {
             sack_ok: false,
             offer_sack: cfg.sack,
             srtt: None,
-            rttvar: Duration::ZERO,
-            rto: cfg.rto_initial,
-            rto_min: cfg.rto_min,
-            rto_max: cfg.rto_max,
+            rttvar: 0,
+            rto: micros(cfg.rto_initial),
+            rto_min: micros(cfg.rto_min),
+            rto_max: micros(cfg.rto_max),
             retries: 0,
             rtt_probe: None,
             cwnd: 0,
@@ -441,6 +443,28 @@ impl Tcb {
             in_conns: false,
             last_invalid_ack: None,
             acks_owed: 0,
+        }
+    }
+
+    /// Makes a freed TCB new again for another connection, keeping its buffers'
+    /// allocations when they are small (a pool must not pin bulk-transfer buffers).
+    pub fn reinit(&mut self, cfg: &Config, init: TcbInit, now: Instant) {
+        const KEEP: usize = 16 * 1024;
+        let mut send_buf = core::mem::take(&mut self.send_buf);
+        let mut recv_buf = core::mem::take(&mut self.recv_buf);
+        let mut sacked = core::mem::take(&mut self.sacked);
+        *self = Tcb::new(cfg, init, now);
+        if send_buf.capacity() <= KEEP {
+            send_buf.clear();
+            self.send_buf = send_buf;
+        }
+        if recv_buf.capacity() <= KEEP {
+            recv_buf.clear();
+            self.recv_buf = recv_buf;
+        }
+        if sacked.capacity() <= 64 {
+            sacked.clear();
+            self.sacked = sacked;
         }
     }
 
@@ -632,7 +656,7 @@ impl Tcb {
     pub fn open_active(&mut self, now: Instant) {
         self.state = TcpState::SynSent;
         self.syn_pending = true;
-        self.rtx_at = Some(now + self.rto);
+        self.rtx_at = Some(now.plus_micros(self.rto));
         self.cwnd = self.initial_cwnd();
     }
 
@@ -653,7 +677,7 @@ impl Tcb {
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = self.iss;
         self.syn_pending = true;
-        self.rtx_at = Some(now + self.rto);
+        self.rtx_at = Some(now.plus_micros(self.rto));
         self.cwnd = self.initial_cwnd();
         self.update_rcv_adv();
     }
@@ -743,7 +767,7 @@ impl Tcb {
         self.send_buf.extend(&data[..n]);
         // Data queued against a zero window arms the persist timer (RFC 9293 §3.8.6.1).
         if n > 0 && self.state.synchronized() && self.snd_wnd == 0 && self.rtx_at.is_none() {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
         n
     }
@@ -1241,7 +1265,7 @@ impl Tcb {
         }
         // A zero window with data waiting arms the persist timer (RFC 9293 §3.8.6.1).
         if self.snd_wnd == 0 && self.data_end() > self.snd_nxt && self.rtx_at.is_none() {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
     }
 
@@ -1270,13 +1294,13 @@ impl Tcb {
                 if tsecr != 0 {
                     let ms = self.tsval(now).wrapping_sub(tsecr);
                     if ms < 60_000 {
-                        sample = Some(Duration::from_millis(ms as u64));
+                        sample = Some(ms as u64 * 1000);
                     }
                 }
             }
         } else if let Some((probe_seq, sent)) = self.rtt_probe {
             if ack > probe_seq {
-                sample = Some(now.saturating_since(sent));
+                sample = Some(now.micros().saturating_sub(sent.micros()));
             }
         }
         if let Some((probe_seq, _)) = self.rtt_probe {
@@ -1315,11 +1339,13 @@ impl Tcb {
         if self.snd_una == self.snd_max {
             self.rtx_at = None;
         } else {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
     }
 
-    fn rtt_sample(&mut self, r: Duration) {
+    fn rtt_sample(&mut self, r: u64) {
+        // An hour bounds any real RTT and keeps the weighted sums below from overflowing.
+        let r = r.min(3_600_000_000);
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -1332,7 +1358,7 @@ impl Tcb {
             }
         }
         let srtt = self.srtt.unwrap_or(r);
-        let rto = srtt + (self.rttvar * 4).max(Duration::from_millis(1));
+        let rto = srtt + (self.rttvar * 4).max(1000);
         self.rto = rto.clamp(self.rto_min, self.rto_max);
     }
 
@@ -1600,8 +1626,8 @@ impl Tcb {
                 rep.rto_timeouts += 1;
                 self.syn_pending = true;
                 self.snd_nxt = self.iss;
-                self.rto = (self.rto * 2).min(self.rto_max);
-                self.rtx_at = Some(now + self.rto);
+                self.rto = self.rto.saturating_mul(2).min(self.rto_max);
+                self.rtx_at = Some(now.plus_micros(self.rto));
                 Disposition::Keep
             }
             _ if self.snd_wnd == 0
@@ -1616,8 +1642,8 @@ impl Tcb {
                 }
                 self.probe_pending = true;
                 rep.window_probes += 1;
-                self.rto = (self.rto * 2).min(self.rto_max);
-                self.rtx_at = Some(now + self.rto);
+                self.rto = self.rto.saturating_mul(2).min(self.rto_max);
+                self.rtx_at = Some(now.plus_micros(self.rto));
                 Disposition::Keep
             }
             _ if self.flight() > 0 => {
@@ -1637,8 +1663,8 @@ impl Tcb {
                 self.rtt_probe = None;
                 self.snd_nxt = self.snd_una;
                 self.rtx_high = self.snd_una;
-                self.rto = (self.rto * 2).min(self.rto_max);
-                self.rtx_at = Some(now + self.rto);
+                self.rto = self.rto.saturating_mul(2).min(self.rto_max);
+                self.rtx_at = Some(now.plus_micros(self.rto));
                 Disposition::Keep
             }
             _ => Disposition::Keep,
@@ -1791,7 +1817,7 @@ impl Tcb {
             self.snd_max = self.snd_nxt;
         }
         if self.rtx_at.is_none() {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
         if ack {
             self.emitted(&seg);
@@ -1850,7 +1876,7 @@ impl Tcb {
                 self.snd_max = self.snd_nxt;
             }
             if self.rtx_at.is_none() {
-                self.rtx_at = Some(now + self.rto);
+                self.rtx_at = Some(now.plus_micros(self.rto));
             }
             return Some(n);
         }
@@ -1910,7 +1936,7 @@ impl Tcb {
             self.snd_max = seg_end;
         }
         if self.rtx_at.is_none() {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
         Some(n)
     }
@@ -1935,7 +1961,7 @@ impl Tcb {
             self.snd_max = self.snd_nxt;
         }
         if self.rtx_at.is_none() {
-            self.rtx_at = Some(now + self.rto);
+            self.rtx_at = Some(now.plus_micros(self.rto));
         }
         Some(n)
     }
@@ -1967,6 +1993,11 @@ impl Tcb {
 /// Splits `len` bytes at `off` of a two-part ring buffer into two slices. Out-of-range
 /// requests give empty slices rather than a panic (callers check ranges first; this is
 /// the last line of defence for a process that holds many connections).
+/// A duration in whole microseconds (saturating), the unit of the TCB's timers.
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
 fn slice_range<'a>(a: &'a [u8], b: &'a [u8], off: usize, len: usize) -> (&'a [u8], &'a [u8]) {
     let empty: &[u8] = &[];
     if off.saturating_add(len) > a.len() + b.len() {

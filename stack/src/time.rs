@@ -34,6 +34,11 @@ impl Instant {
         self.0 / 1000
     }
 
+    /// `micros` microseconds later (saturating).
+    pub const fn plus_micros(self, micros: u64) -> Instant {
+        Instant(self.0.saturating_add(micros))
+    }
+
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
