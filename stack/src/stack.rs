@@ -280,6 +280,8 @@ pub struct Stack {
     // Boxed so that opening and freeing a connection moves a pointer, not the TCB, and
     // the boxes (with their buffers) are recycled through `spare_tcbs`.
     slots: Vec<Slot<Box<Tcb>>>,
+    // Boxes, not TCBs: moving one in or out of the pool must stay a pointer move.
+    #[allow(clippy::vec_box)]
     spare_tcbs: Vec<Box<Tcb>>,
     free: Vec<u32>,
     listeners: Vec<Slot<Listener>>,
