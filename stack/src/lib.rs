@@ -20,6 +20,7 @@ mod stack;
 pub mod tcp;
 pub mod time;
 pub mod time_wait;
+mod timers;
 pub mod tuple;
 pub mod wire;
 

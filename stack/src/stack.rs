@@ -11,9 +11,8 @@
 //! 4. drain [`Stack::poll_event`];
 //! 5. sleep until [`Stack::poll_timeout`], then call [`Stack::handle_timeout`].
 
-use core::cmp::Reverse;
 use core::time::Duration;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::HashMap;
@@ -32,6 +31,7 @@ use crate::time::Instant;
 use crate::time_wait::{
     reopen_isn_floor, TimeWaitState, TimeWaitTable, TwAction, TwInsert, TwSegment,
 };
+use crate::timers::TimerHeap;
 use crate::tuple::FourTuple;
 use crate::wire::{self, DropReason, EchoRequest, Flags, Incoming, OutSegment, Segment};
 
@@ -286,11 +286,14 @@ pub struct Stack {
     free: Vec<u32>,
     listeners: Vec<Slot<Listener>>,
     listener_by_addr: HashMap<SocketAddr, u32>,
+    /// How many listeners use each port: connect's port search and demux skip the
+    /// listener map for ports nobody listens on (nearly all of them).
+    listen_ports: Vec<u32>,
     tw: TimeWaitTable,
     ports: EphemeralPorts,
     isn: IsnGenerator,
     ts_gen: IsnGenerator,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    timers: TimerHeap,
     tx: VecDeque<u32>,
     ctrl: VecDeque<Control>,
     events: VecDeque<EventRef>,
@@ -340,8 +343,9 @@ impl Stack {
             free: Vec::new(),
             listeners: Vec::new(),
             listener_by_addr: HashMap::new(),
+            listen_ports: vec![0; 65536],
             tw,
-            timers: BinaryHeap::new(),
+            timers: TimerHeap::default(),
             tx: VecDeque::new(),
             ctrl: VecDeque::new(),
             events: VecDeque::new(),
@@ -508,6 +512,7 @@ impl Stack {
         slot.gen = slot.gen.wrapping_add(1);
         slot.item = Some(l);
         self.listener_by_addr.insert(addr, idx as u32);
+        self.listen_ports[addr.port() as usize] += 1;
         Ok(ListenerHandle {
             idx: idx as u32,
             gen: slot.gen,
@@ -538,7 +543,10 @@ impl Stack {
         let addr = l.addr;
         let queued: Vec<ConnHandle> = l.accept_q.drain(..).collect();
         self.listeners[h.idx as usize].item = None;
-        self.listener_by_addr.remove(&addr);
+        if self.listener_by_addr.remove(&addr).is_some() {
+            let n = &mut self.listen_ports[addr.port() as usize];
+            *n = n.saturating_sub(1);
+        }
         for c in queued {
             let _ = self.abort(now, c);
         }
@@ -547,6 +555,9 @@ impl Stack {
     }
 
     fn find_listener(&self, local: SocketAddr) -> Option<u32> {
+        if self.listen_ports[local.port() as usize] == 0 {
+            return None;
+        }
         if let Some(&i) = self.listener_by_addr.get(&local) {
             return Some(i);
         }
@@ -618,12 +629,14 @@ impl Stack {
         } else {
             let (conns, tw, cfg, listeners) =
                 (&self.conns, &self.tw, &self.cfg, &self.listener_by_addr);
+            let listen_ports = &self.listen_ports;
             let unspec = wire::unspecified_like(local_ip);
             let found = self.ports.allocate(local_ip, remote, |p| {
                 let t = FourTuple::new(SocketAddr::new(local_ip, p), remote);
                 !conns.contains_key(&t)
-                    && !listeners.contains_key(&t.local)
-                    && !listeners.contains_key(&SocketAddr::new(unspec, p))
+                    && (listen_ports[p as usize] == 0
+                        || (!listeners.contains_key(&t.local)
+                            && !listeners.contains_key(&SocketAddr::new(unspec, p))))
                     && !matches!(tw_verdict(cfg, tw, &t, now), TwVerdict::Blocked(_))
             });
             match found {
@@ -1286,17 +1299,11 @@ impl Stack {
             self.conns.remove(&t.tuple);
         }
         if live {
-            if t.wants_tx() && !t.in_tx_queue {
-                t.in_tx_queue = true;
-                self.tx.push_back(idx);
-            }
-            if let Some(dl) = t.next_deadline() {
-                if t.scheduled.is_none_or(|s| dl < s) {
-                    t.scheduled = Some(dl);
-                    let gen = self.slots[idx as usize].gen;
-                    self.timers.push(Reverse((dl, idx, gen)));
-                }
-            }
+            Self::schedule(&mut self.timers, idx, t);
+        }
+        if live && !t.in_tx_queue && t.wants_tx() {
+            t.in_tx_queue = true;
+            self.tx.push_back(idx);
         }
         let Some(t) = self.slots[idx as usize].item.as_mut() else {
             return;
@@ -1307,6 +1314,19 @@ impl Stack {
         }
         if !live && !t.held {
             self.free_slot(idx);
+        }
+    }
+
+    /// Moves the connection's heap entry when its next deadline came earlier. A deadline
+    /// that moved later or went away keeps the old entry: it fires early, finds nothing
+    /// due and reschedules (one spurious wake-up instead of a heap update on every ACK).
+    /// Freeing the slot removes the entry.
+    fn schedule(timers: &mut TimerHeap, idx: u32, t: &mut Tcb) {
+        if let Some(dl) = t.next_deadline() {
+            if t.scheduled.is_none_or(|s| dl < s) {
+                t.scheduled = Some(dl);
+                timers.set(idx, Some(dl));
+            }
         }
     }
 
@@ -1324,26 +1344,13 @@ impl Stack {
                 self.spare_tcbs.push(t);
             }
         }
-        self.prune_timers();
-    }
-
-    /// Timer entries are cancelled lazily; entries of freed or rescheduled connections
-    /// stay until popped. Under churn that is most of them, so once the heap holds four
-    /// times more entries than live connections it is filtered down to the live ones:
-    /// amortised O(1) per timer, and the heap stays proportional to the connections.
-    fn prune_timers(&mut self) {
-        if self.timers.len() <= 4 * (self.conns.len() + 256) {
-            return;
-        }
-        let slots = &self.slots;
-        self.timers.retain(|Reverse((at, idx, gen))| {
-            slots.get(*idx as usize).is_some_and(|s| {
-                s.gen == *gen && s.item.as_ref().is_some_and(|t| t.scheduled == Some(*at))
-            })
-        });
+        self.timers.set(idx, None);
     }
 
     fn apply_report(&mut self, rep: &Report) {
+        if rep.is_quiet() {
+            return;
+        }
         if let Some(d) = rep.drop {
             if let Some(i) = SegDrop::ALL.iter().position(|x| *x == d) {
                 self.counters.segments_dropped[i] += 1;
@@ -1439,13 +1446,7 @@ impl Stack {
             }
             if n.is_some() {
                 // Sending may arm the retransmission timer.
-                if let Some(dl) = t.next_deadline() {
-                    if t.scheduled.is_none_or(|s| dl < s) {
-                        t.scheduled = Some(dl);
-                        let gen = self.slots[idx as usize].gen;
-                        self.timers.push(Reverse((dl, idx, gen)));
-                    }
-                }
+                Self::schedule(&mut self.timers, idx, t);
                 self.counters.packets_out += 1;
                 return n;
             }
@@ -1492,15 +1493,20 @@ impl Stack {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        [
-            t,
-            self.tw.next_expiry(),
-            self.eth.as_ref().and_then(|e| e.poll_timeout()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Drivers call this after every batch: plain comparisons, no iterator chain.
+        fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, None) => x,
+                (None, y) => y,
+            }
+        }
+        let t = self.timers.peek().map(|(t, _)| t);
+        let t = earlier(t, self.tw.next_expiry());
+        match &self.eth {
+            None => t,
+            Some(e) => earlier(t, e.poll_timeout()),
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -1509,22 +1515,12 @@ impl Stack {
         if let Some(eth) = self.eth.as_mut() {
             eth.handle_timeout(now);
         }
-        while let Some(Reverse((at, idx, gen))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((_, idx)) = self.timers.pop_due(now) {
             let cfg = &self.cfg;
-            let slot = &mut self.slots[idx as usize];
-            if slot.gen != gen {
-                continue;
-            }
-            let Some(t) = slot.item.as_mut() else {
+            // Freed slots leave the heap, so the slot is live; stay defensive anyway.
+            let Some(t) = self.slots[idx as usize].item.as_mut() else {
                 continue;
             };
-            if t.scheduled != Some(at) {
-                continue;
-            }
             t.scheduled = None;
             let before = t.state;
             let mut rep = Report::default();

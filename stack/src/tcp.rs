@@ -220,6 +220,20 @@ pub(crate) struct Report {
     pub ooo_dropped_bytes: u64,
 }
 
+impl Report {
+    /// Nothing to count: the common case, checked before touching the counters.
+    pub fn is_quiet(&self) -> bool {
+        self.drop.is_none()
+            && (self.retransmits
+                | self.fast_retransmits
+                | self.rto_timeouts
+                | self.keepalive_probes
+                | self.window_probes
+                | self.ooo_dropped_bytes)
+                == 0
+    }
+}
+
 /// Per-connection options set by the application.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SocketOptions {
