@@ -866,12 +866,13 @@ impl Stack {
             let addrs = &self.addrs;
             wire::parse(packet, |ip| addrs.contains(&ip))
         };
-        match parsed {
-            Err(r) => self.count_drop(r),
-            Ok(Incoming::Echo(req)) => self.on_echo(&req),
+        // Matched by reference: moving the parsed segment out would copy it.
+        match &parsed {
+            Err(r) => self.count_drop(*r),
+            Ok(Incoming::Echo(req)) => self.on_echo(req),
             Ok(Incoming::Tcp(seg)) => {
                 self.counters.segments_in += 1;
-                self.on_tcp(now, &seg)
+                self.on_tcp(now, seg)
             }
         }
     }

@@ -366,6 +366,7 @@ pub(crate) struct TcbInit {
 }
 
 impl Tcb {
+    #[inline]
     pub fn new(cfg: &Config, init: TcbInit, now: Instant) -> Tcb {
         let our_mss = if init.tuple.local.is_ipv4() {
             cfg.mss_v4
