@@ -32,7 +32,7 @@ use crate::time_wait::{
     reopen_isn_floor, TimeWaitState, TimeWaitTable, TwAction, TwInsert, TwSegment,
 };
 use crate::timers::TimerHeap;
-use crate::tuple::FourTuple;
+use crate::tuple::{FourTuple, TupleKey};
 use crate::wire::{self, DropReason, EchoRequest, Flags, Incoming, OutSegment, Segment};
 
 /// A handle to one connection. Stale handles (to a freed slot) are rejected.
@@ -276,7 +276,7 @@ enum EventRef {
 pub struct Stack {
     cfg: Config,
     addrs: Vec<IpAddr>,
-    conns: HashMap<FourTuple, u32>,
+    conns: HashMap<TupleKey, u32>,
     // Boxed so that opening and freeing a connection moves a pointer, not the TCB, and
     // the boxes (with their buffers) are recycled through `spare_tcbs`.
     slots: Vec<Slot<Box<Tcb>>>,
@@ -613,7 +613,7 @@ impl Stack {
         let mut floor = None;
         let tuple = if port != 0 {
             let tuple = FourTuple::new(SocketAddr::new(local_ip, port), remote);
-            if self.conns.contains_key(&tuple) {
+            if self.conns.contains_key(&TupleKey::from(&tuple)) {
                 self.counters.connect_addr_in_use += 1;
                 return Err(Error::AddrInUse(InUse::Connection));
             }
@@ -633,7 +633,7 @@ impl Stack {
             let unspec = wire::unspecified_like(local_ip);
             let found = self.ports.allocate(local_ip, remote, |p| {
                 let t = FourTuple::new(SocketAddr::new(local_ip, p), remote);
-                !conns.contains_key(&t)
+                !conns.contains_key(&TupleKey::from(&t))
                     && (listen_ports[p as usize] == 0
                         || (!listeners.contains_key(&t.local)
                             && !listeners.contains_key(&SocketAddr::new(unspec, p))))
@@ -647,7 +647,13 @@ impl Stack {
                 }
             }
         };
-        if let Some(old) = self.tw.get(&tuple) {
+        let takeover = match self.cfg.reuse_policy {
+            // Only timestamp-reuse lets a connect take over a TIME_WAIT tuple; under the
+            // other policies the checks above already refused one.
+            ReusePolicy::TimestampReuse => self.tw.get(&tuple),
+            _ => None,
+        };
+        if let Some(old) = takeover {
             // timestamp-reuse takeover: like Linux, start above everything the old
             // incarnation sent.
             self.tw.remove(&tuple);
@@ -708,7 +714,7 @@ impl Stack {
         let slot = &mut self.slots[idx as usize];
         slot.gen = slot.gen.wrapping_add(1);
         slot.item = Some(tcb);
-        self.conns.insert(tuple, idx);
+        self.conns.insert(TupleKey::from(&tuple), idx);
         idx
     }
 
@@ -910,7 +916,7 @@ impl Stack {
     }
 
     fn on_tcp(&mut self, now: Instant, seg: &Segment<'_>) {
-        if let Some(&idx) = self.conns.get(&seg.tuple) {
+        if let Some(&idx) = self.conns.get(&TupleKey::from(&seg.tuple)) {
             let cfg = &self.cfg;
             let Some(t) = self.slots[idx as usize].item.as_mut() else {
                 return;
@@ -1190,6 +1196,21 @@ impl Stack {
         };
         let mut after_state = t.state;
         let in_table = t.in_conns;
+        if d == Disposition::Keep && after_state == before && in_table {
+            // The common case (data, ACKs, application calls that change no state): a
+            // live connection stays live in the same state; only output, timers and
+            // events can have changed.
+            Self::schedule(&mut self.timers, idx, t);
+            if !t.in_tx_queue && t.wants_tx() {
+                t.in_tx_queue = true;
+                self.tx.push_back(idx);
+            }
+            if t.held && !t.queued_event && !t.events.is_empty() {
+                t.queued_event = true;
+                self.events.push_back(EventRef::Conn(idx));
+            }
+            return;
+        }
         match d {
             Disposition::Keep => {}
             Disposition::SendRst { seq, ack } => {
@@ -1297,7 +1318,7 @@ impl Stack {
             self.state_counts[after_state.index()] += 1;
         } else if in_table {
             t.in_conns = false;
-            self.conns.remove(&t.tuple);
+            self.conns.remove(&TupleKey::from(&t.tuple));
         }
         if live {
             Self::schedule(&mut self.timers, idx, t);

@@ -53,6 +53,34 @@ impl core::hash::Hash for FourTuple {
     }
 }
 
+/// A 4-tuple as plain integers: the connection table's key. Hashing and comparing it is
+/// a few integer operations, where two `SocketAddr`s compare variant by variant (and
+/// IPv6 flow info and scope, which never tell connections apart).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+pub struct TupleKey {
+    local: u128,
+    remote: u128,
+    /// Local port << 16 | remote port, plus bit 32 for IPv6 (so an IPv4 tuple never
+    /// equals an IPv6 one written with v4-mapped addresses).
+    ports: u64,
+}
+
+impl From<&FourTuple> for TupleKey {
+    fn from(t: &FourTuple) -> TupleKey {
+        use std::net::SocketAddr::{V4, V6};
+        let bits = |a: &std::net::SocketAddr| match a {
+            V4(a) => u32::from(*a.ip()) as u128,
+            V6(a) => u128::from(*a.ip()),
+        };
+        let v6 = matches!(t.local, V6(_)) as u64;
+        TupleKey {
+            local: bits(&t.local),
+            remote: bits(&t.remote),
+            ports: v6 << 32 | (t.local.port() as u64) << 16 | t.remote.port() as u64,
+        }
+    }
+}
+
 impl core::fmt::Display for FourTuple {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{} -> {}", self.local, self.remote)
