@@ -461,7 +461,13 @@ impl Stack {
     }
 
     fn tcb_mut(&mut self, h: ConnHandle) -> Result<&mut Tcb, Error> {
-        match self.slots.get_mut(h.idx as usize) {
+        Self::tcb_in(&mut self.slots, h)
+    }
+
+    /// [`Stack::tcb_mut`] borrowing only the slots, so the config can be borrowed beside
+    /// it (instead of cloned on every call).
+    fn tcb_in(slots: &mut [Slot<Box<Tcb>>], h: ConnHandle) -> Result<&mut Tcb, Error> {
+        match slots.get_mut(h.idx as usize) {
             Some(s) if s.gen == h.gen => match &mut s.item {
                 Some(t) if t.held => Ok(t),
                 _ => Err(Error::InvalidHandle),
@@ -760,10 +766,10 @@ impl Stack {
 
     /// Half-close: sends FIN after the queued data; reading goes on.
     pub fn shutdown_write(&mut self, now: Instant, h: ConnHandle) -> Result<(), Error> {
-        let cfg = self.cfg.clone();
-        let t = self.tcb_mut(h)?;
+        let cfg = &self.cfg;
+        let t = Self::tcb_in(&mut self.slots, h)?;
         let before = t.state;
-        let d = t.shutdown_write(now, &cfg);
+        let d = t.shutdown_write(now, cfg);
         self.after(now, h.idx, before, d, Report::default());
         Ok(())
     }
@@ -776,24 +782,24 @@ impl Stack {
         if t.opts.linger_zero || t.recv_available() > 0 {
             return self.abort(now, h);
         }
-        let cfg = self.cfg.clone();
         let t = self.tcb_mut(h)?;
         if t.state == TcpState::SynSent {
             // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB (nothing to tell the
             // peer, which has not answered yet).
             return self.abort(now, h);
         }
-        let t = self.tcb_mut(h)?;
+        let cfg = &self.cfg;
+        let t = Self::tcb_in(&mut self.slots, h)?;
         t.held = false;
         t.events = EventSet::default();
         let before = t.state;
         let d = match before {
             TcpState::Closed | TcpState::TimeWait => Disposition::Closed,
             _ => {
-                let d = t.shutdown_write(now, &cfg);
+                let d = t.shutdown_write(now, cfg);
                 if t.state == TcpState::FinWait2 {
                     // Already half-closed earlier: now orphaned, so bound FIN-WAIT-2.
-                    t.arm_fin_wait_2(now, &cfg);
+                    t.arm_fin_wait_2(now, cfg);
                 }
                 d
             }
@@ -839,9 +845,9 @@ impl Stack {
 
     /// Enables keepalive probes.
     pub fn set_keepalive(&mut self, now: Instant, h: ConnHandle, on: bool) -> Result<(), Error> {
-        let cfg = self.cfg.clone();
-        let t = self.tcb_mut(h)?;
-        t.set_keepalive(on, now, &cfg);
+        let cfg = &self.cfg;
+        let t = Self::tcb_in(&mut self.slots, h)?;
+        t.set_keepalive(on, now, cfg);
         let before = t.state;
         self.after(now, h.idx, before, Disposition::Keep, Report::default());
         Ok(())
