@@ -24,7 +24,7 @@ pub use datagram::DatagramDevice;
 pub use event_loop::{
     App, Control, EventLoop, LoopClock, LoopError, LoopOptions, LoopStats, StopHandle, StopReason,
 };
-pub use tun::{TunConfig, TunDevice};
+pub use tun::{TunConfig, TunCounters, TunDevice};
 
 pub use pcap::{LinkType, PcapWriter};
 pub use pipe::{End, Impairment, Pipe, PipeStats};
