@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod bulk;
+mod bulk_cli;
 pub mod churn;
 mod churn_cli;
 pub mod churn_target;
@@ -54,6 +56,9 @@ enum Command {
     /// Run the port-reuse scenario matrix in private network namespaces and print the
     /// results side by side (needs root).
     Compare(compare_cli::CompareArgs),
+    /// Bulk throughput side by side: kernel -> kernel over veth, kernel -> fourtuple and
+    /// fourtuple -> kernel over a TUN, in private network namespaces (needs root).
+    Bulk(bulk_cli::BulkArgs),
 }
 
 /// Runs the CLI with the process's arguments and returns the process exit code.
@@ -83,6 +88,7 @@ where
         Command::Compare(a) => compare_cli::run(a),
         Command::Churn(a) => churn_cli::run(a),
         Command::KernelPeer(a) => kernel_peer::run(a),
+        Command::Bulk(a) => bulk_cli::run(a),
     }
 }
 
