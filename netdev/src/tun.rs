@@ -2,9 +2,11 @@
 //!
 //! This module owns creating (or attaching to) a TUN interface with the `tun-rs` crate,
 //! setting up the host side of it (the kernel's address on the interface, IPv6 off, link
-//! up), and moving whole packets through its file descriptor. It must never look inside the
-//! packets, choose the stack's addresses, or touch any interface other than the one it
-//! created: the host side gets exactly the address the caller passes.
+//! up), and moving whole packets through its file descriptor; with offloads on, also the
+//! virtio-net header and what a NIC's offloads would do (finish partial checksums on reads,
+//! merge segments into GSO super-packets on writes, see [`crate::gso`]). It must never
+//! otherwise look inside the packets, choose the stack's addresses, or touch any interface
+//! other than the one it created: the host side gets exactly the address the caller passes.
 //!
 //! The kernel is the TUN's "host side": packets the kernel routes to the interface come out
 //! of [`TunDevice::recv`], and packets written with [`TunDevice::send`] enter the kernel as
@@ -15,6 +17,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::gso::{Coalescer, GsoStats};
 use crate::Device;
 
 /// The MTU fourtuple gives a TUN it creates (the stack's default MSS assumes 1500).
@@ -63,14 +66,17 @@ impl TunConfig {
 /// `csum_start` to the end, folded into the field at `csum_start + csum_offset`, which
 /// already holds the pseudo-header sum). A GSO super-packet (up to 64 KiB of one TCP
 /// flow, cut by the kernel's TSO at `gso_size`) is handed up whole, like a segment that
-/// GRO merged: the stack sees one large in-order segment. Writes carry an empty header
-/// (no GSO, checksum complete), so what the stack sends is what the kernel receives.
+/// GRO merged: the stack sees one large in-order segment. On writes, runs of full-sized
+/// segments of one TCP flow are merged into GSO super-packets by a [`Coalescer`] (see
+/// [`crate::gso`]) until [`Device::flush`]; every other packet goes out as the stack
+/// built it, with an empty header.
 pub struct TunDevice {
     dev: tun_rs::SyncDevice,
     name: String,
     mtu: usize,
     vnet_hdr: bool,
     counters: TunCounters,
+    gso: Coalescer,
 }
 
 /// What the offload path saw (all zero without [`TunConfig::offload`]).
@@ -82,6 +88,8 @@ pub struct TunCounters {
     pub csum_completed: u64,
     /// Reads dropped because their virtio-net header made no sense.
     pub bad_vnet_hdr: u64,
+    /// What the write side merged.
+    pub gso_out: GsoStats,
 }
 
 /// Length of the virtio-net header (`struct virtio_net_hdr`, no `num_buffers`: the TUN's
@@ -155,6 +163,7 @@ impl TunDevice {
             mtu,
             vnet_hdr,
             counters: TunCounters::default(),
+            gso: Coalescer::new(),
         })
     }
 
@@ -169,8 +178,11 @@ impl TunDevice {
     }
 
     /// What the offload path saw so far.
-    pub fn counters(&self) -> &TunCounters {
-        &self.counters
+    pub fn counters(&self) -> TunCounters {
+        TunCounters {
+            gso_out: self.gso.stats().clone(),
+            ..self.counters.clone()
+        }
     }
 
     /// One read with the virtio-net header split off into its own buffer.
@@ -218,11 +230,33 @@ impl TunDevice {
         }
     }
 
-    fn send_vnet(&mut self, packet: &[u8]) -> io::Result<usize> {
-        let hdr = [0u8; VNET_HDR_LEN];
-        let iov = [IoSlice::new(&hdr), IoSlice::new(packet)];
-        let n = self.dev.send_vectored(&iov)?;
-        Ok(n.saturating_sub(VNET_HDR_LEN))
+    /// Hands a packet to the coalescer, which writes what it no longer holds.
+    fn send_vnet(&mut self, packet: &[u8]) -> io::Result<()> {
+        let (dev, name) = (&self.dev, &self.name);
+        self.gso
+            .push(packet, &mut |hdr, p| write_vnet(dev, name, hdr, p))
+    }
+}
+
+/// Writes one packet behind its virtio-net header, whole.
+fn write_vnet(
+    dev: &tun_rs::SyncDevice,
+    name: &str,
+    hdr: &[u8; VNET_HDR_LEN],
+    p: &[u8],
+) -> io::Result<()> {
+    loop {
+        match dev.send_vectored(&[IoSlice::new(hdr), IoSlice::new(p)]) {
+            Ok(n) if n == VNET_HDR_LEN + p.len() => return Ok(()),
+            Ok(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("TUN {name} took {n} of {} bytes", VNET_HDR_LEN + p.len()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -290,13 +324,11 @@ impl Device for TunDevice {
     }
 
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        if self.vnet_hdr {
+            return self.send_vnet(packet);
+        }
         loop {
-            let sent = if self.vnet_hdr {
-                self.send_vnet(packet)
-            } else {
-                self.dev.send(packet)
-            };
-            match sent {
+            match self.dev.send(packet) {
                 Ok(n) if n == packet.len() => return Ok(()),
                 Ok(n) => {
                     return Err(io::Error::new(
@@ -312,6 +344,11 @@ impl Device for TunDevice {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let (dev, name) = (&self.dev, &self.name);
+        self.gso.flush(&mut |hdr, p| write_vnet(dev, name, hdr, p))
     }
 
     fn mtu(&self) -> usize {
