@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant as WallInstant;
 
-use fourtuple_netdev::{App, Control, EventLoop, LoopOptions, LoopStats, TunConfig, TunDevice};
+use fourtuple_netdev::{
+    App, Control, EventLoop, LoopOptions, LoopStats, TunConfig, TunCounters, TunDevice,
+};
 use fourtuple_stack::{Config, ConnHandle, Error, Event, EventSet, Instant, Stack, TcpState};
 
 use crate::compare::netns::Netns;
@@ -217,6 +219,8 @@ pub struct TunResult {
     pub to_fourtuple: Transfer,
     /// fourtuple -> kernel.
     pub from_fourtuple: Transfer,
+    /// The TUN's offload counters over both transfers (all zero without offloads).
+    pub device: TunCounters,
 }
 
 /// One round: the veth baseline, then every TUN setup.
@@ -633,16 +637,16 @@ fn over_tun(
     let side = lp
         .join()
         .unwrap_or_else(|_| Err("the fourtuple thread panicked".into()));
-    let (to, from) = match side {
+    let (to, from, device) = match side {
         Ok(s) => {
             let to = combine(opts.bytes, sent, Ok(s.sink), Some(s.sink_stats));
             let from = combine(opts.bytes, s.source_start, received, Some(s.source_stats));
-            (to, from)
+            (to, from, s.device)
         }
         Err(e) => {
             let to = combine(opts.bytes, sent, Err(e.clone()), None);
             let from = combine(opts.bytes, Err(e), received, None);
-            (to, from)
+            (to, from, TunCounters::default())
         }
     };
     Ok(TunResult {
@@ -650,6 +654,7 @@ fn over_tun(
         mss,
         to_fourtuple: to,
         from_fourtuple: from,
+        device,
     })
 }
 
@@ -659,6 +664,7 @@ struct Side {
     sink_stats: LoopStats,
     source_start: Result<WallInstant, String>,
     source_stats: LoopStats,
+    device: TunCounters,
 }
 
 fn diff_stats(after: &LoopStats, before: &LoopStats) -> LoopStats {
@@ -737,6 +743,7 @@ fn fourtuple_side(
         sink_stats,
         source_start,
         source_stats,
+        device: lp.device().counters(),
     })
 }
 

@@ -218,6 +218,13 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                     "fourtuple_to_kernel": transfer_json(&t.from_fourtuple),
                     "ratio_kernel_to_fourtuple": ratio(t.to_fourtuple.gbit_per_s(), veth),
                     "ratio_fourtuple_to_kernel": ratio(t.from_fourtuple.gbit_per_s(), veth),
+                    "device": {
+                        "gso_packets_in": t.device.gso_packets,
+                        "checksums_completed": t.device.csum_completed,
+                        "bad_vnet_hdr": t.device.bad_vnet_hdr,
+                        "super_packets_out": t.device.gso_out.super_packets,
+                        "segments_merged_out": t.device.gso_out.merged_segments,
+                    },
                 })).collect::<Vec<_>>(),
             })
         })
@@ -300,6 +307,16 @@ fn print_text(r: &BulkReport, date: &str) {
                 "    fourtuple -> kernel: {}",
                 fmt_transfer(&t.from_fourtuple, veth)
             );
+            if t.setup.offload {
+                println!(
+                    "    offloads: {} GSO packets in, {} checksums finished, {} super-packets \
+                     out ({} segments)",
+                    t.device.gso_packets,
+                    t.device.csum_completed,
+                    t.device.gso_out.super_packets,
+                    t.device.gso_out.merged_segments
+                );
+            }
         }
     }
     if r.rounds.len() > 1 {
