@@ -191,6 +191,10 @@ pub struct Transfer {
     pub error: Option<String>,
     /// fourtuple's event-loop counters (TUN transfers only).
     pub loop_stats: Option<LoopStats>,
+    /// CPU seconds (user + system) of fourtuple's thread during the transfer (TUN
+    /// transfers only): the cost of fourtuple's side, steadier than the wall clock on a
+    /// shared machine.
+    pub fourtuple_cpu_seconds: Option<f64>,
 }
 
 impl Transfer {
@@ -639,8 +643,10 @@ fn over_tun(
         .unwrap_or_else(|_| Err("the fourtuple thread panicked".into()));
     let (to, from, device) = match side {
         Ok(s) => {
-            let to = combine(opts.bytes, sent, Ok(s.sink), Some(s.sink_stats));
-            let from = combine(opts.bytes, s.source_start, received, Some(s.source_stats));
+            let mut to = combine(opts.bytes, sent, Ok(s.sink), Some(s.sink_stats));
+            let mut from = combine(opts.bytes, s.source_start, received, Some(s.source_stats));
+            to.fourtuple_cpu_seconds = Some(s.sink_cpu);
+            from.fourtuple_cpu_seconds = Some(s.source_cpu);
             (to, from, s.device)
         }
         Err(e) => {
@@ -662,6 +668,8 @@ fn over_tun(
 struct Side {
     sink: Received,
     sink_stats: LoopStats,
+    sink_cpu: f64,
+    source_cpu: f64,
     source_start: Result<WallInstant, String>,
     source_stats: LoopStats,
     device: TunCounters,
@@ -711,7 +719,9 @@ fn fourtuple_side(
         buf: vec![0u8; 64 * 1024],
     };
     let before = lp.stats().clone();
+    let cpu0 = thread_cpu_seconds();
     lp.run(&mut sink).map_err(|e| format!("event loop: {e}"))?;
+    let sink_cpu = thread_cpu_seconds() - cpu0;
     if sink.r.error.is_none() {
         if let Some(e) = sink.base.error.take() {
             sink.r.error = Some(e);
@@ -729,7 +739,10 @@ fn fourtuple_side(
         eof: false,
     };
     let before = lp.stats().clone();
-    let source_start = match lp.run(&mut source) {
+    let cpu0 = thread_cpu_seconds();
+    let ran = lp.run(&mut source);
+    let source_cpu = thread_cpu_seconds() - cpu0;
+    let source_start = match ran {
         Err(e) => Err(format!("event loop: {e}")),
         Ok(_) => match (source.base.error.take(), source.start) {
             (Some(e), _) => Err(e),
@@ -741,10 +754,24 @@ fn fourtuple_side(
     Ok(Side {
         sink: sink.r,
         sink_stats,
+        sink_cpu,
+        source_cpu,
         source_start,
         source_stats,
         device: lp.device().counters(),
     })
+}
+
+/// CPU time (user + system) the calling thread used so far, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_THREAD) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => 0.0,
+    }
 }
 
 fn seed() -> [u8; 16] {

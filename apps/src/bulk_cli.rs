@@ -162,6 +162,7 @@ fn transfer_json(t: &Transfer) -> Value {
         "seconds": t.seconds,
         "gbit_per_s": t.gbit_per_s(),
         "error": t.error,
+        "fourtuple_cpu_seconds": t.fourtuple_cpu_seconds,
     });
     if let Some(s) = &t.loop_stats {
         v["loop"] = json!({
@@ -274,11 +275,16 @@ fn fmt_transfer(t: &Transfer, veth: f64) -> String {
         return format!("FAILED ({})", t.error.as_deref().unwrap_or("bytes differ"));
     }
     let g = t.gbit_per_s();
-    if veth > 0.0 {
+    let mut s = if veth > 0.0 {
         format!("{g:7.2} Gbit/s  ({:.2}x veth)", g / veth)
     } else {
         format!("{g:7.2} Gbit/s")
+    };
+    if let Some(cpu) = t.fourtuple_cpu_seconds {
+        let gib = t.bytes as f64 / f64::from(1u32 << 30);
+        s.push_str(&format!("  fourtuple thread {:.2} CPU s/GiB", cpu / gib));
     }
+    s
 }
 
 fn print_text(r: &BulkReport, date: &str) {
