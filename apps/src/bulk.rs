@@ -580,15 +580,15 @@ fn kernel_send(
 }
 
 /// The stack fourtuple runs behind the TUN for `setup`.
+/// (The MSS follows the MTU as `up --mtu` sets it.)
 pub fn stack_config(setup: TunSetup, buffer: usize) -> Config {
-    Config {
-        mss_v4: setup.mtu - 40,
-        mss_v6: setup.mtu.saturating_sub(60).max(1220),
+    let cfg = Config {
         send_buffer: buffer,
         recv_buffer: buffer,
         max_ooo_bytes_per_conn: buffer,
         ..Config::default()
-    }
+    };
+    crate::up::tun_mss(cfg, usize::from(setup.mtu))
 }
 
 fn over_tun(
