@@ -84,13 +84,17 @@ fn bulk_vs_kernel_moves_every_byte_in_each_direction() {
     let rounds = v["rounds"].as_array().expect("rounds");
     assert_eq!(rounds.len(), 1);
     let r = &rounds[0];
-    check_transfer(&r["kernel_veth"], "kernel -> kernel over veth");
     let tun = r["tun"].as_array().expect("tun results");
     let labels: Vec<&str> = tun.iter().filter_map(|t| t["setup"].as_str()).collect();
     assert_eq!(labels, ["mtu1500", "mtu65535", "mtu1500+offload"]);
     for t in tun {
         let label = t["setup"].as_str().unwrap_or("?");
         let mtu = t["mtu"].as_u64().expect("mtu");
+        check_transfer(
+            &t["kernel_veth"],
+            &format!("{label}: kernel -> kernel over veth"),
+        );
+        assert_eq!(t["kernel_drops_toward_fourtuple"].as_u64(), Some(0), "{t}");
         assert_eq!(t["fourtuple_mss"].as_u64(), Some(mtu - 40), "{t}");
         check_transfer(
             &t["kernel_to_fourtuple"],
@@ -178,6 +182,7 @@ fn ctrl_c_in_the_middle_removes_the_namespaces() {
         .status()
         .expect("kill");
     assert!(kill.success());
+    let signalled = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -189,7 +194,13 @@ fn ctrl_c_in_the_middle_removes_the_namespaces() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(1), "interrupted runs exit 1");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    println!("bulk stopped {:?} after SIGINT: {err}", signalled.elapsed());
+    assert_eq!(status.code(), Some(1), "interrupted runs exit 1: {err}");
     let after = bulk_namespaces();
     let left: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");

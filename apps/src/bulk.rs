@@ -10,8 +10,9 @@
 //! - fourtuple -> kernel over the TUN (fourtuple sends, a kernel socket receives).
 //!
 //! Every receiver checks every byte against the same pattern, and every transfer is timed
-//! from the sender's first byte (after the handshake) to the receiver's last. The TUN pair
-//! is repeated for each [`TunSetup`] (MTU, offloads). It must never touch an interface
+//! from the sender's first byte (after the handshake) to the receiver's last. The veth
+//! transfer and the TUN pair are repeated for each [`TunSetup`] (MTU, offloads), in that
+//! order, so every ratio compares transfers a few seconds apart. It must never touch an interface
 //! outside the namespaces it created, use addresses outside RFC 5737, or run a loop that is
 //! not bounded by bytes and by [`BulkOptions::timeout`]; printing belongs to the CLI.
 
@@ -212,11 +213,14 @@ impl Transfer {
     }
 }
 
-/// Both TUN directions under one setup.
+/// Both TUN directions under one setup, and the veth transfer measured just before them
+/// (so that each ratio compares transfers seconds apart on a noisy machine).
 #[derive(Clone, Debug)]
 pub struct TunResult {
     /// The setup.
     pub setup: TunSetup,
+    /// kernel -> kernel over veth, right before this setup's transfers.
+    pub veth: Transfer,
     /// The MSS fourtuple offered and the one it sent with.
     pub mss: u16,
     /// kernel -> fourtuple.
@@ -225,13 +229,16 @@ pub struct TunResult {
     pub from_fourtuple: Transfer,
     /// The TUN's offload counters over both transfers (all zero without offloads).
     pub device: TunCounters,
+    /// Packets the kernel dropped at the TUN over both transfers: (toward fourtuple,
+    /// from fourtuple), if `ip` could tell.
+    pub kernel_drops: Option<(u64, u64)>,
+    /// The TUN's transmit queue length, in packets.
+    pub tx_queue_len: u32,
 }
 
-/// One round: the veth baseline, then every TUN setup.
+/// One round: for every TUN setup, the veth baseline then both TUN directions.
 #[derive(Clone, Debug)]
 pub struct Round {
-    /// kernel -> kernel over veth.
-    pub veth: Transfer,
     /// One entry per setup, in order.
     pub tun: Vec<TunResult>,
 }
@@ -255,10 +262,9 @@ impl BulkReport {
     /// True when every transfer moved all its bytes intact.
     pub fn all_ok(&self) -> bool {
         self.rounds.iter().all(|r| {
-            r.veth.ok()
-                && r.tun
-                    .iter()
-                    .all(|t| t.to_fourtuple.ok() && t.from_fourtuple.ok())
+            r.tun
+                .iter()
+                .all(|t| t.veth.ok() && t.to_fourtuple.ok() && t.from_fourtuple.ok())
         })
     }
 }
@@ -328,15 +334,17 @@ pub fn run(opts: &BulkOptions, stop: Arc<AtomicBool>) -> Result<BulkReport, Bulk
         if stop.load(Ordering::SeqCst) {
             return Err(BulkError::Interrupted);
         }
-        let veth = kernel_over_veth(&lab, opts, &pattern, &stop).map_err(BulkError::Setup)?;
         let mut tun = Vec::new();
         for setup in &opts.setups {
             if stop.load(Ordering::SeqCst) {
                 return Err(BulkError::Interrupted);
             }
-            tun.push(over_tun(&lab, opts, *setup, &pattern, &stop).map_err(BulkError::Setup)?);
+            let veth = kernel_over_veth(&lab, opts, &pattern, &stop).map_err(BulkError::Setup)?;
+            let mut r = over_tun(&lab, opts, *setup, &pattern, &stop).map_err(BulkError::Setup)?;
+            r.veth = veth;
+            tun.push(r);
         }
-        rounds.push(Round { veth, tun });
+        rounds.push(Round { tun });
     }
     if stop.load(Ordering::SeqCst) {
         return Err(BulkError::Interrupted);
@@ -378,11 +386,8 @@ fn kernel_over_veth(
         let (pattern, stop, bytes) = (pattern.clone(), stop.clone(), opts.bytes);
         std::thread::spawn(move || kernel_receive(listener, bytes, &pattern, deadline, &stop))
     };
-    let timeout = opts.timeout;
-    let sender = in_ns(&lab.main, move || {
-        TcpStream::connect_timeout(&SocketAddr::new(IpAddr::V4(VETH_PEER), SINK_PORT), timeout)
-    });
-    let sent = match sender {
+    let to = SocketAddr::new(IpAddr::V4(VETH_PEER), SINK_PORT);
+    let sent = match connect_bounded(&lab.main, to, deadline, stop) {
         Ok(s) => kernel_send(s, opts.bytes, pattern, deadline, stop),
         Err(e) => Err(format!("connect over veth: {e}")),
     };
@@ -390,6 +395,30 @@ fn kernel_over_veth(
         .join()
         .unwrap_or_else(|_| Err("the receiver thread panicked".into()));
     Ok(combine(opts.bytes, sent, received, None))
+}
+
+/// Connects from `ns` to `to`, in attempts of at most half a second, until `deadline` or
+/// the stop flag (a peer that stopped answering must not hold a Ctrl-C up).
+fn connect_bounded(
+    ns: &Netns,
+    to: SocketAddr,
+    deadline: WallInstant,
+    stop: &AtomicBool,
+) -> Result<TcpStream, String> {
+    loop {
+        if let Some(why) = expired(deadline, stop) {
+            return Err(why);
+        }
+        let left = deadline.saturating_duration_since(WallInstant::now());
+        let attempt = left
+            .min(Duration::from_millis(500))
+            .max(Duration::from_millis(1));
+        match in_ns(ns, move || TcpStream::connect_timeout(&to, attempt)) {
+            Ok(s) => return Ok(s),
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Puts a sender's start and a receiver's outcome together.
@@ -579,6 +608,28 @@ fn kernel_send(
     }
 }
 
+/// The TUN's transmit queue: twice the packets of a full receive window of `buffer` bytes
+/// (at least the kernel's usual 1000), so the kernel never drops toward fourtuple because
+/// the queue is shorter than the window it may send.
+/// With offloads the kernel's super-packets are usually far larger, but may be as small as
+/// one segment, so the count assumes MTU-sized packets regardless.
+pub fn tx_queue_len(setup: TunSetup, buffer: usize) -> u32 {
+    let per_packet = usize::from(setup.mtu).saturating_sub(52).max(512);
+    (2 * buffer / per_packet).clamp(1000, 1 << 20) as u32
+}
+
+/// Packets the kernel dropped on the TUN (toward fourtuple, from fourtuple), from
+/// `ip -j -s link` inside the namespace.
+fn tun_drops(ns: &str) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", "dev", TUN_NAME])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let st = &v[0]["stats64"];
+    Some((st["tx"]["dropped"].as_u64()?, st["rx"]["dropped"].as_u64()?))
+}
+
 /// The stack fourtuple runs behind the TUN for `setup`.
 /// (The MSS follows the MTU as `up --mtu` sets it.)
 pub fn stack_config(setup: TunSetup, buffer: usize) -> Config {
@@ -602,6 +653,7 @@ fn over_tun(
         host_addr: Some((TUN_HOST, 24)),
         mtu: setup.mtu,
         offload: setup.offload,
+        tx_queue_len: Some(tx_queue_len(setup, opts.stack_buffer)),
         ..TunConfig::new(TUN_NAME)
     };
     let dev = in_ns(&lab.main, move || TunDevice::create(&tun_cfg))?;
@@ -614,21 +666,17 @@ fn over_tun(
     let (ready_tx, ready_rx) = mpsc::channel();
     let lp = {
         let (pattern, stop, opts) = (pattern.clone(), stop.clone(), opts.clone());
+        let ns_name = lab.main.name().to_string();
         std::thread::Builder::new()
             .name("bulk-fourtuple".into())
-            .spawn(move || fourtuple_side(dev, cfg, &opts, &pattern, &stop, ready_tx))?
+            .spawn(move || fourtuple_side(dev, cfg, &opts, &pattern, &stop, ready_tx, &ns_name))?
     };
     // kernel -> fourtuple.
     let deadline = WallInstant::now() + opts.timeout;
     let sent = match ready_rx.recv_timeout(opts.timeout) {
         Ok(()) => {
-            let timeout = opts.timeout;
-            match in_ns(&lab.main, move || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::new(IpAddr::V4(TUN_STACK), DISCARD_PORT),
-                    timeout,
-                )
-            }) {
+            let to = SocketAddr::new(IpAddr::V4(TUN_STACK), DISCARD_PORT);
+            match connect_bounded(&lab.main, to, deadline, stop) {
                 Ok(s) => kernel_send(s, opts.bytes, pattern, deadline, stop),
                 Err(e) => Err(format!("connect to fourtuple: {e}")),
             }
@@ -647,20 +695,24 @@ fn over_tun(
             let mut from = combine(opts.bytes, s.source_start, received, Some(s.source_stats));
             to.fourtuple_cpu_seconds = Some(s.sink_cpu);
             from.fourtuple_cpu_seconds = Some(s.source_cpu);
-            (to, from, s.device)
+            (to, from, (s.device, s.kernel_drops))
         }
         Err(e) => {
             let to = combine(opts.bytes, sent, Err(e.clone()), None);
             let from = combine(opts.bytes, Err(e), received, None);
-            (to, from, TunCounters::default())
+            (to, from, (TunCounters::default(), None))
         }
     };
+    let (device, kernel_drops) = device;
     Ok(TunResult {
         setup,
+        veth: Transfer::default(),
         mss,
         to_fourtuple: to,
         from_fourtuple: from,
         device,
+        kernel_drops,
+        tx_queue_len: tx_queue_len(setup, opts.stack_buffer),
     })
 }
 
@@ -673,6 +725,7 @@ struct Side {
     source_start: Result<WallInstant, String>,
     source_stats: LoopStats,
     device: TunCounters,
+    kernel_drops: Option<(u64, u64)>,
 }
 
 fn diff_stats(after: &LoopStats, before: &LoopStats) -> LoopStats {
@@ -695,6 +748,7 @@ fn fourtuple_side(
     pattern: &Arc<Pattern>,
     stop: &Arc<AtomicBool>,
     ready: mpsc::Sender<()>,
+    ns: &str,
 ) -> Result<Side, String> {
     let mut stack = Stack::new(cfg, seed());
     stack.add_address(IpAddr::V4(TUN_STACK));
@@ -759,6 +813,8 @@ fn fourtuple_side(
         source_start,
         source_stats,
         device: lp.device().counters(),
+        // Read while the TUN still exists (it goes with the loop).
+        kernel_drops: tun_drops(ns),
     })
 }
 

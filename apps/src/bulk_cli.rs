@@ -207,11 +207,10 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
         .rounds
         .iter()
         .map(|round| {
-            let veth = round.veth.gbit_per_s();
             json!({
-                "kernel_veth": transfer_json(&round.veth),
-                "tun": round.tun.iter().map(|t| json!({
+                "tun": round.tun.iter().map(|t| { let veth = t.veth.gbit_per_s(); json!({
                     "setup": t.setup.label(),
+                    "kernel_veth": transfer_json(&t.veth),
                     "mtu": t.setup.mtu,
                     "offload": t.setup.offload,
                     "fourtuple_mss": t.mss,
@@ -219,6 +218,9 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                     "fourtuple_to_kernel": transfer_json(&t.from_fourtuple),
                     "ratio_kernel_to_fourtuple": ratio(t.to_fourtuple.gbit_per_s(), veth),
                     "ratio_fourtuple_to_kernel": ratio(t.from_fourtuple.gbit_per_s(), veth),
+                    "tun_tx_queue_len": t.tx_queue_len,
+                    "kernel_drops_toward_fourtuple": t.kernel_drops.map(|d| d.0),
+                    "kernel_drops_from_fourtuple": t.kernel_drops.map(|d| d.1),
                     "device": {
                         "gso_packets_in": t.device.gso_packets,
                         "checksums_completed": t.device.csum_completed,
@@ -226,7 +228,7 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                         "super_packets_out": t.device.gso_out.super_packets,
                         "segments_merged_out": t.device.gso_out.merged_segments,
                     },
-                })).collect::<Vec<_>>(),
+                })}).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -244,10 +246,10 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                 "kernel_to_fourtuple_gbit_per_s": spread_json(col(&|x| x.tun[i].to_fourtuple.gbit_per_s())),
                 "fourtuple_to_kernel_gbit_per_s": spread_json(col(&|x| x.tun[i].from_fourtuple.gbit_per_s())),
                 "ratio_kernel_to_fourtuple": spread_json(col(&|x| {
-                    x.tun[i].to_fourtuple.gbit_per_s() / x.veth.gbit_per_s().max(f64::MIN_POSITIVE)
+                    x.tun[i].to_fourtuple.gbit_per_s() / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE)
                 })),
                 "ratio_fourtuple_to_kernel": spread_json(col(&|x| {
-                    x.tun[i].from_fourtuple.gbit_per_s() / x.veth.gbit_per_s().max(f64::MIN_POSITIVE)
+                    x.tun[i].from_fourtuple.gbit_per_s() / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE)
                 })),
             })
         })
@@ -264,7 +266,7 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
         "ok": r.all_ok(),
         "rounds": rounds,
         "summary": {
-            "kernel_veth_gbit_per_s": spread_json(r.rounds.iter().map(|x| x.veth.gbit_per_s()).collect()),
+            "kernel_veth_gbit_per_s": spread_json(r.rounds.iter().flat_map(|x| x.tun.iter().map(|t| t.veth.gbit_per_s())).collect()),
             "tun": summary,
         },
     })
@@ -297,14 +299,23 @@ fn print_text(r: &BulkReport, date: &str) {
         if r.rounds.len() > 1 {
             println!("round {}:", i + 1);
         }
-        let veth = round.veth.gbit_per_s();
-        println!(
-            "  kernel -> kernel, veth MTU {} (kernel offloads): {}",
-            r.veth_mtu,
-            fmt_transfer(&round.veth, 0.0)
-        );
         for t in &round.tun {
-            println!("  TUN {} (fourtuple MSS {}):", t.setup.label(), t.mss);
+            let veth = t.veth.gbit_per_s();
+            println!(
+                "  kernel -> kernel, veth MTU {} (kernel offloads): {}",
+                r.veth_mtu,
+                fmt_transfer(&t.veth, 0.0)
+            );
+            let drops = match t.kernel_drops {
+                Some((to, from)) => format!("kernel dropped {to} toward fourtuple, {from} from it"),
+                None => "drops unknown".into(),
+            };
+            println!(
+                "  TUN {} (fourtuple MSS {}, txqueuelen {}, {drops}):",
+                t.setup.label(),
+                t.mss,
+                t.tx_queue_len
+            );
             println!(
                 "    kernel -> fourtuple: {}",
                 fmt_transfer(&t.to_fourtuple, veth)
@@ -337,13 +348,16 @@ fn print_text(r: &BulkReport, date: &str) {
         };
         line(
             "kernel veth, Gbit/s",
-            r.rounds.iter().map(|x| x.veth.gbit_per_s()).collect(),
+            r.rounds
+                .iter()
+                .flat_map(|x| x.tun.iter().map(|t| t.veth.gbit_per_s()))
+                .collect(),
         );
         for (i, s) in r.options.setups.iter().enumerate() {
             let ratio = |f: &dyn Fn(&bulk::Round) -> f64| -> Vec<f64> {
                 r.rounds
                     .iter()
-                    .map(|x| f(x) / x.veth.gbit_per_s().max(f64::MIN_POSITIVE))
+                    .map(|x| f(x) / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE))
                     .collect()
             };
             line(

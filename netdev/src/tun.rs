@@ -41,6 +41,10 @@ pub struct TunConfig {
     /// veth does with TSO/GRO) with their checksum left for the device to finish. See
     /// [`TunDevice`] for what reaches the stack.
     pub offload: bool,
+    /// The kernel's transmit queue toward the TUN, in packets (`txqueuelen`; the kernel's
+    /// default for a TUN is 500). When the stack reads slower than the kernel sends, what
+    /// does not fit is dropped; a queue that holds a whole receive window avoids that.
+    pub tx_queue_len: Option<u32>,
 }
 
 impl TunConfig {
@@ -52,6 +56,7 @@ impl TunConfig {
             mtu: DEFAULT_MTU,
             disable_ipv6: true,
             offload: false,
+            tx_queue_len: None,
         }
     }
 }
@@ -132,6 +137,9 @@ impl TunDevice {
             .enable(false);
         if let Some((addr, prefix)) = cfg.host_addr {
             builder = builder.ipv4(addr, prefix, None);
+        }
+        if let Some(n) = cfg.tx_queue_len {
+            builder = builder.tx_queue_len(n);
         }
         let dev = builder.build_sync().map_err(|e| {
             io::Error::new(
