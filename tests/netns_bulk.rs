@@ -122,6 +122,11 @@ fn bulk_vs_kernel_moves_every_byte_in_each_direction() {
                 "{label}: {dev}"
             );
             assert_eq!(dev["bad_vnet_hdr"].as_u64(), Some(0), "{label}: {dev}");
+            assert_eq!(
+                dev["super_packets_refused"].as_u64(),
+                Some(0),
+                "{label}: {dev}"
+            );
         } else {
             assert_eq!(dev["gso_packets_in"].as_u64(), Some(0), "{label}: {dev}");
             assert_eq!(dev["super_packets_out"].as_u64(), Some(0), "{label}: {dev}");

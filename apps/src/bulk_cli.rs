@@ -227,6 +227,7 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                         "bad_vnet_hdr": t.device.bad_vnet_hdr,
                         "super_packets_out": t.device.gso_out.super_packets,
                         "segments_merged_out": t.device.gso_out.merged_segments,
+                        "super_packets_refused": t.device.gso_rejected,
                     },
                 })}).collect::<Vec<_>>(),
             })

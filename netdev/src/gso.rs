@@ -92,6 +92,8 @@ pub struct Coalescer {
     next_seq: u32,
     /// Set when the last merged segment was short: the run is over.
     closed: bool,
+    /// False once merging was switched off: every packet goes out as it came.
+    enabled: bool,
     stats: GsoStats,
 }
 
@@ -112,8 +114,15 @@ impl Coalescer {
             segs: 0,
             next_seq: 0,
             closed: false,
+            enabled: true,
             stats: GsoStats::default(),
         }
+    }
+
+    /// Stops merging for good (e.g. when the kernel refused a super-packet); what is held
+    /// still goes out at the next [`Coalescer::flush`].
+    pub fn disable(&mut self) {
+        self.enabled = false;
     }
 
     /// What was merged so far.
@@ -147,7 +156,7 @@ impl Coalescer {
         p: &[u8],
         write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(t) = tcp4(p) else {
+        let Some(t) = tcp4(p).filter(|_| self.enabled) else {
             self.flush(write)?;
             return write(&PLAIN_HDR, p);
         };
@@ -346,6 +355,28 @@ mod tests {
         assert_eq!(out[0].1.len(), 52 + 3000);
         assert_eq!(out[0].1[33], TCP_ACK | TCP_PSH);
         assert_eq!(out[1].1, pkts[3]);
+    }
+
+    #[test]
+    fn a_disabled_coalescer_passes_packets_through() {
+        let d = data(1448);
+        let pkts: Vec<_> = (0..4).map(|i| seg(i * 1448, &d, false, 1)).collect();
+        let mut c = Coalescer::new();
+        c.disable();
+        let mut out = Vec::new();
+        let mut w = |h: &[u8; VNET_HDR_LEN], p: &[u8]| {
+            out.push((*h, p.to_vec()));
+            Ok(())
+        };
+        for p in &pkts {
+            c.push(p, &mut w).unwrap();
+        }
+        c.flush(&mut w).unwrap();
+        assert_eq!(out.len(), 4);
+        for ((h, p), q) in out.iter().zip(&pkts) {
+            assert_eq!(h, &PLAIN_HDR);
+            assert_eq!(p, q);
+        }
     }
 
     #[test]

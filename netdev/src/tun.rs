@@ -95,6 +95,9 @@ pub struct TunCounters {
     pub bad_vnet_hdr: u64,
     /// What the write side merged.
     pub gso_out: GsoStats,
+    /// Super-packets the kernel refused (`EINVAL`): dropped (TCP resends the bytes), and
+    /// merging is off from the first one on.
+    pub gso_rejected: u64,
 }
 
 /// Length of the virtio-net header (`struct virtio_net_hdr`, no `num_buffers`: the TUN's
@@ -240,9 +243,48 @@ impl TunDevice {
 
     /// Hands a packet to the coalescer, which writes what it no longer holds.
     fn send_vnet(&mut self, packet: &[u8]) -> io::Result<()> {
-        let (dev, name) = (&self.dev, &self.name);
-        self.gso
-            .push(packet, &mut |hdr, p| write_vnet(dev, name, hdr, p))
+        let (dev, name, rejected) = (&self.dev, &self.name, &mut self.counters.gso_rejected);
+        let r = self.gso.push(packet, &mut |hdr, p| {
+            write_merged(dev, name, hdr, p, rejected)
+        });
+        if self.counters.gso_rejected > 0 {
+            self.gso.disable();
+        }
+        r
+    }
+
+    /// Writes what the coalescer still holds.
+    fn flush_vnet(&mut self) -> io::Result<()> {
+        let (dev, name, rejected) = (&self.dev, &self.name, &mut self.counters.gso_rejected);
+        let r = self
+            .gso
+            .flush(&mut |hdr, p| write_merged(dev, name, hdr, p, rejected));
+        if self.counters.gso_rejected > 0 {
+            self.gso.disable();
+        }
+        r
+    }
+}
+
+/// [`write_vnet`], except that a super-packet the kernel refuses as invalid is counted and
+/// dropped instead of failing the device: the bytes are TCP's to resend, and the caller
+/// stops merging.
+fn write_merged(
+    dev: &tun_rs::SyncDevice,
+    name: &str,
+    hdr: &[u8; VNET_HDR_LEN],
+    p: &[u8],
+    rejected: &mut u64,
+) -> io::Result<()> {
+    match write_vnet(dev, name, hdr, p) {
+        Err(e) if hdr[1] != VNET_GSO_NONE && e.kind() == io::ErrorKind::InvalidInput => {
+            if *rejected == 0 {
+                log::warn!("TUN {name}: the kernel refused a GSO super-packet ({e}); merging off");
+            }
+            *rejected += 1;
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -356,8 +398,7 @@ impl Device for TunDevice {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let (dev, name) = (&self.dev, &self.name);
-        self.gso.flush(&mut |hdr, p| write_vnet(dev, name, hdr, p))
+        self.flush_vnet()
     }
 
     fn mtu(&self) -> usize {
