@@ -12,9 +12,10 @@
 //! Every receiver checks every byte against the same pattern, and every transfer is timed
 //! from the sender's first byte (after the handshake) to the receiver's last. The veth
 //! transfer and the TUN pair are repeated for each [`TunSetup`] (MTU, offloads), in that
-//! order, so every ratio compares transfers a few seconds apart. It must never touch an interface
-//! outside the namespaces it created, use addresses outside RFC 5737, or run a loop that is
-//! not bounded by bytes and by [`BulkOptions::timeout`]; printing belongs to the CLI.
+//! order, so every ratio compares transfers a few seconds apart. It must never touch an
+//! interface outside the namespaces it created, use addresses outside RFC 5737, or run a
+//! loop that is not bounded by bytes and by [`BulkOptions::timeout`]; printing belongs to
+//! the CLI.
 
 use core::time::Duration;
 use std::io::{self, Read, Write};
@@ -248,11 +249,11 @@ pub struct Round {
 pub struct BulkReport {
     /// The options it ran with.
     pub options: BulkOptions,
-    /// The kernel release (`uname -r`) and the CPUs the process may use.
+    /// The kernel release (`/proc/sys/kernel/osrelease`).
     pub kernel: String,
     /// CPUs available to the process.
     pub cpus: usize,
-    /// The veth MTU (1500) and its offloads as the kernel set them up.
+    /// The veth MTU (1500; its offloads are the kernel's defaults).
     pub veth_mtu: u16,
     /// One per round.
     pub rounds: Vec<Round>,
