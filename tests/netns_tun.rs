@@ -115,13 +115,13 @@ fn tun_ping_curl_keepalive_and_stats() {
     assert!(exit.stdout.iter().any(|l| l.contains("echo_replies")));
 }
 
-#[test]
-fn tun_echo_16_mib_is_byte_identical() {
-    if !net_ready("tun_echo_16_mib_is_byte_identical", &["nc"]) {
+/// Echoes 16 MiB through `fourtuple up` with `extra` flags and checks every byte.
+fn echo_16_mib(test: &str, tag: &str, extra: &[&str]) {
+    if !net_ready(test, &["nc"]) {
         return;
     }
-    let ns = Netns::new("tun-echo");
-    let mut up = up_tun(&ns, &[]);
+    let ns = Netns::new(tag);
+    let mut up = up_tun(&ns, extra);
     let data = random_bytes(16 << 20, 0x5eed_0001);
     let input = TempPath::new("echo-in");
     let output = TempPath::new("echo-out");
@@ -141,11 +141,34 @@ fn tun_echo_16_mib_is_byte_identical() {
     assert_eq!(back.len(), data.len(), "echoed length");
     assert!(back == data, "echoed bytes differ");
     println!(
-        "echo 16 MiB both ways over TUN in {took:?} ({:.1} Mbit/s each way)",
+        "echo 16 MiB both ways over TUN {extra:?} in {took:?} ({:.1} Mbit/s each way)",
         (16 << 20) as f64 * 8.0 / took.as_secs_f64() / 1e6
     );
     let exit = up.stop();
     assert!(exit.status.success(), "{}", exit.stderr);
+}
+
+#[test]
+fn tun_echo_16_mib_is_byte_identical() {
+    echo_16_mib("tun_echo_16_mib_is_byte_identical", "tun-echo", &[]);
+}
+
+#[test]
+fn tun_echo_16_mib_with_offloads_is_byte_identical() {
+    echo_16_mib(
+        "tun_echo_16_mib_with_offloads_is_byte_identical",
+        "tun-echo-gso",
+        &["--offload"],
+    );
+}
+
+#[test]
+fn tun_echo_16_mib_at_mtu_65535_is_byte_identical() {
+    echo_16_mib(
+        "tun_echo_16_mib_at_mtu_65535_is_byte_identical",
+        "tun-echo-big",
+        &["--mtu", "65535"],
+    );
 }
 
 #[test]

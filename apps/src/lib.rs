@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod bulk;
+mod bulk_cli;
 pub mod churn;
 mod churn_cli;
 pub mod churn_target;
@@ -54,6 +56,9 @@ enum Command {
     /// Run the port-reuse scenario matrix in private network namespaces and print the
     /// results side by side (needs root).
     Compare(compare_cli::CompareArgs),
+    /// Bulk throughput side by side: kernel -> kernel over veth, kernel -> fourtuple and
+    /// fourtuple -> kernel over a TUN, in private network namespaces (needs root).
+    Bulk(bulk_cli::BulkArgs),
 }
 
 /// Runs the CLI with the process's arguments and returns the process exit code.
@@ -83,6 +88,7 @@ where
         Command::Compare(a) => compare_cli::run(a),
         Command::Churn(a) => churn_cli::run(a),
         Command::KernelPeer(a) => kernel_peer::run(a),
+        Command::Bulk(a) => bulk_cli::run(a),
     }
 }
 
@@ -224,6 +230,8 @@ mod tests {
             panic!("not up")
         };
         assert_eq!(a.tun.as_deref(), Some("ft0"));
+        assert_eq!(a.mtu, 1500);
+        assert!(!a.offload);
         assert_eq!(a.serve.unwrap().0.len(), 3);
         assert_eq!(a.msl, core::time::Duration::from_secs(5));
         assert!(a.json);
@@ -292,6 +300,84 @@ mod tests {
         ] {
             assert_eq!(run_with_args(bad.iter().copied()), EXIT_USAGE, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn up_mtu_and_offload_go_with_a_tun() {
+        let Command::Up(a) = parse(&[
+            "up",
+            "--tun",
+            "ft0",
+            "--addr",
+            "192.0.2.2/24",
+            "--mtu",
+            "65535",
+            "--offload",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not up")
+        };
+        assert_eq!(a.mtu, 65535);
+        assert!(a.offload);
+        let cfg = up::tun_mss(fourtuple_stack::Config::default(), 65535);
+        assert_eq!(cfg.mss_v4, 65495);
+        assert_eq!(
+            up::tun_mss(fourtuple_stack::Config::default(), 1500).mss_v4,
+            1460
+        );
+        assert!(parse(&["up", "--tun", "a", "--addr", "192.0.2.2/24", "--mtu", "100"]).is_err());
+        for bad in [
+            &[
+                "fourtuple",
+                "up",
+                "--af-packet",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--offload",
+            ][..],
+            &[
+                "fourtuple",
+                "up",
+                "--af-packet",
+                "a",
+                "--addr",
+                "192.0.2.2/24",
+                "--mtu",
+                "9000",
+            ],
+        ] {
+            assert_eq!(run_with_args(bad.iter().copied()), EXIT_USAGE, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bulk_parses_its_flags() {
+        let Command::Bulk(a) = parse(&[
+            "bulk",
+            "--vs-kernel",
+            "--bytes",
+            "8MiB",
+            "--setups",
+            "1500,9000+offload",
+            "--rounds",
+            "3",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not bulk")
+        };
+        assert!(a.vs_kernel && a.json);
+        assert_eq!(a.bytes, 8 << 20);
+        assert_eq!(a.setups.0.len(), 2);
+        assert_eq!(a.rounds, 3);
+        assert!(parse(&["bulk", "--vs-kernel", "--setups", "1500+gro"]).is_err());
+        assert!(parse(&["bulk", "--vs-kernel", "--rounds", "0"]).is_err());
+        assert_eq!(run_with_args(["fourtuple", "bulk"]), EXIT_USAGE);
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "IP")]
     pub host_addr: Option<Ipv4Addr>,
 
+    /// With --tun: the TUN's MTU (576-65535). Above 1500 the stack's MSS follows it
+    /// (MTU - 40), so the kernel and the stack exchange segments of up to 64 KiB.
+    #[arg(long, value_name = "BYTES", default_value_t = fourtuple_netdev::tun::DEFAULT_MTU,
+          value_parser = clap::value_parser!(u16).range(576..))]
+    pub mtu: u16,
+
+    /// With --tun: open it with IFF_VNET_HDR and TSO/checksum offloads, so the kernel hands
+    /// over TCP super-packets of up to 64 KiB and the stack's segments go out merged into
+    /// them (GSO), at any MTU. Kernel 4.x or later.
+    #[arg(long)]
+    pub offload: bool,
+
     /// Services to run, comma-separated KIND:PORT; KIND is echo, discard, chargen or http,
     /// e.g. echo:7,discard:9,http:80. Without it the stack only answers ping (and resets
     /// connection attempts).
@@ -153,6 +165,10 @@ pub(crate) fn run(a: UpArgs) -> i32 {
             return EXIT_USAGE;
         }
     }
+    if a.tun.is_none() && (a.offload || a.mtu != fourtuple_netdev::tun::DEFAULT_MTU) {
+        eprintln!("fourtuple up: --mtu and --offload go with --tun");
+        return EXIT_USAGE;
+    }
     let cfg = Config {
         msl: a.msl,
         reuse_policy: a.policy,
@@ -161,6 +177,8 @@ pub(crate) fn run(a: UpArgs) -> i32 {
     if let Some(name) = a.tun.clone() {
         let tun_cfg = TunConfig {
             host_addr: a.host_addr.map(|h| (h, prefix)),
+            mtu: a.mtu,
+            offload: a.offload,
             ..TunConfig::new(name)
         };
         let dev = match TunDevice::create(&tun_cfg) {
@@ -170,7 +188,7 @@ pub(crate) fn run(a: UpArgs) -> i32 {
                 return EXIT_FAILURES;
             }
         };
-        let cfg = with_mtu(cfg, dev.mtu());
+        let cfg = tun_mss(cfg, dev.mtu());
         let at = Where {
             device: "tun",
             interface: dev.name().to_string(),
@@ -207,6 +225,20 @@ pub(crate) fn with_mtu(cfg: Config, ip_mtu: usize) -> Config {
     Config {
         mss_v4: cfg.mss_v4.min(mtu - 40),
         mss_v6: cfg.mss_v6.min(mtu - 60),
+        ..cfg
+    }
+}
+
+/// The stack's MSS behind a TUN of MTU `ip_mtu`: as [`with_mtu`] up to 1500, and
+/// `ip_mtu - 40` (IPv4) above it, so a large MTU means large segments both ways.
+pub(crate) fn tun_mss(cfg: Config, ip_mtu: usize) -> Config {
+    if ip_mtu <= 1500 {
+        return with_mtu(cfg, ip_mtu);
+    }
+    let mtu = ip_mtu.min(65_535) as u16;
+    Config {
+        mss_v4: mtu - 40,
+        mss_v6: mtu - 60,
         ..cfg
     }
 }

@@ -14,8 +14,9 @@
 //!    [`Stack::receive`] (mio is edge-triggered: a full batch means "come back at once");
 //! 2. fire the stack's due timers with [`Stack::handle_timeout`];
 //! 3. hand every [`Stack::poll_event`] to [`App::on_event`], then call [`App::poll`];
-//! 4. flush [`Stack::poll_transmit`] to the device; a device that would block keeps the
-//!    packet and the loop waits until the device is writable;
+//! 4. flush [`Stack::poll_transmit`] to the device, then [`Device::flush`] (a TUN with
+//!    offloads holds segments to merge them); a device that would block keeps the packet
+//!    and the loop waits until the device is writable;
 //! 5. sleep until the device is readable, a signal arrives, or the earliest of the stack's
 //!    and the app's deadlines.
 
@@ -503,6 +504,13 @@ impl<D: Device + AsRawFd> EventLoop<D> {
     /// Writes the stack's transmits to the device; false when the device would block
     /// (the packet waits in `pending_tx`).
     fn flush_tx(&mut self, now: Instant) -> Result<bool, LoopError> {
+        let r = self.send_tx(now);
+        // Whatever the device held back to merge goes out before the loop waits.
+        self.device.flush().map_err(LoopError::Device)?;
+        r
+    }
+
+    fn send_tx(&mut self, now: Instant) -> Result<bool, LoopError> {
         if let Some(len) = self.pending_tx {
             match self.device.send(&self.tx[..len]) {
                 Ok(()) => {

@@ -5,9 +5,11 @@
 //! for Ethernet frames, [`datagram::DatagramDevice`] for root-free tests), the mio
 //! [`event_loop::EventLoop`] that drives a stack over one of them with applications on
 //! top, the in-memory simulated-time [`pipe::Pipe`] that joins two stacks in tests and
-//! benches, and the [`pcap::PcapWriter`] tee that records what passes. It must never parse
-//! or build protocol headers, run TCP logic, or decide what to send: that is the stack's
-//! job. Only real devices and the event loop may touch the OS; the pipe and pcap modules
+//! benches, the [`pcap::PcapWriter`] tee that records what passes, and the [`gso`] merging
+//! of outgoing segments that a TUN with offloads uses. It must never parse or build
+//! protocol headers beyond what emulating a NIC's offloads needs (checksum completion,
+//! GSO merging of segments the stack already built), run TCP logic, or decide what to
+//! send: that is the stack's job. Only real devices and the event loop may touch the OS; the pipe and pcap modules
 //! read no clock.
 
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@
 pub mod af_packet;
 pub mod datagram;
 pub mod event_loop;
+pub mod gso;
 pub mod pcap;
 pub mod pipe;
 pub mod tun;
@@ -24,7 +27,7 @@ pub use datagram::DatagramDevice;
 pub use event_loop::{
     App, Control, EventLoop, LoopClock, LoopError, LoopOptions, LoopStats, StopHandle, StopReason,
 };
-pub use tun::{TunConfig, TunDevice};
+pub use tun::{TunConfig, TunCounters, TunDevice};
 
 pub use pcap::{LinkType, PcapWriter};
 pub use pipe::{End, Impairment, Pipe, PipeStats};
@@ -41,8 +44,15 @@ pub trait Device {
     /// documents.
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
 
-    /// Sends one whole packet; `Err(WouldBlock)` when the device cannot take it now.
+    /// Sends one whole packet; `Err(WouldBlock)` when the device cannot take it now. A
+    /// device may hold packets it took (to merge them) until [`Device::flush`].
     fn send(&mut self, packet: &[u8]) -> std::io::Result<()>;
+
+    /// Writes out whatever [`Device::send`] took and still holds. The event loop calls it
+    /// after every burst of sends, before it waits.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 
     /// The device's MTU: the largest packet [`Device::send`] takes, and the buffer size
     /// [`Device::recv`] needs.
