@@ -2,9 +2,9 @@
 //! pseudo-header checksums.
 //!
 //! It owns the one's-complement arithmetic only; which bytes are covered is the caller's
-//! business (wire.rs). The sum is kept in big-endian order so that header fields can be
-//! added as plain integers without going through bytes, and it is accumulated eight bytes at
-//! a time: RFC 1071 §2 notes that one's-complement addition is associative and commutative
+//! business (wire.rs). The sum is accumulated eight bytes at a time in native byte order
+//! and put into network order only when it is folded (RFC 1071 §2(B): the sum is
+//! byte-order independent, so no byte swap is needed per word), and RFC 1071 §2 notes that one's-complement addition is associative and commutative
 //! and that a wider accumulator can be folded down at the end, because 2^16 ≡ 1 modulo
 //! 0xffff. Pieces may have any length: a piece that starts at an odd offset is added
 //! byte-swapped (§2(B)), so a payload split across a ring buffer's two slices sums the same
@@ -15,58 +15,81 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// A one's-complement sum in progress over a byte string that may be added in pieces.
 #[derive(Copy, Clone, Default, Debug, PartialEq, Eq)]
 pub struct Checksum {
-    /// Sum of big-endian 16-bit words, not yet folded. Every addition keeps it below 2^63
-    /// (see [`Checksum::add_bytes`]), so it never overflows.
+    /// Sum of native-endian 16-bit words, not yet folded; additions carry around
+    /// ([`add_carry`]). On a little-endian host it is the byte-swapped network-order sum.
     acc: u64,
     /// An odd number of bytes has been added so far: the next byte is the low half of a
     /// 16-bit word.
     odd: bool,
 }
 
-/// Bytes summed per block before the block's sum is folded into the accumulator. Each
-/// 8-byte word adds less than 2^33, so a block sums to less than 2^33 * 2^17 = 2^50, and
-/// folding blocks keeps the accumulator far from overflow for inputs of any length.
-const BLOCK: usize = 1 << 20;
-
-/// One's-complement sum of `data` as 16-bit big-endian words (a trailing odd byte is the
-/// high half of a word padded with zero), not folded.
+/// One's-complement sum of `data` as native-endian 16-bit words (a trailing odd byte is
+/// the first byte of a word padded with zero), not folded.
 #[inline]
-fn sum_block(data: &[u8]) -> u64 {
-    let mut acc = 0u64;
+fn sum_words(data: &[u8]) -> u64 {
+    // A 128-bit accumulator takes each 64-bit word with one add and one add-with-carry; its
+    // high half counts the carries out of bit 63, each worth 1 (2^64 ≡ 1 modulo 0xffff).
+    // A slice has fewer than 2^61 words, so it cannot overflow.
+    let mut acc = 0u128;
     let mut words = data.chunks_exact(8);
     for w in &mut words {
-        // Each half of a 64-bit word is two 16-bit words; adding the halves as u32 keeps
-        // the carries in the accumulator instead of handling them per word.
-        let w = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        acc += u128::from(u64::from_ne_bytes([
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+        ]));
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        // Zero padding at the end adds nothing and puts an odd last byte in the high half
-        // of its word, where RFC 1071 wants it.
-        let mut tail = [0u8; 8];
-        tail[..rest.len()].copy_from_slice(rest);
-        let w = u64::from_be_bytes(tail);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+    let acc = add_carry(acc as u64, (acc >> 64) as u64);
+    add_carry(acc, sum_tail(words.remainder()))
+}
+
+/// [`sum_words`] of fewer than 8 bytes, without a loop or a copy: headers end in such
+/// tails on every packet.
+#[inline]
+fn sum_tail(rest: &[u8]) -> u64 {
+    let mut acc = 0u64;
+    let mut rest = rest;
+    if let [a, b, c, d, more @ ..] = rest {
+        acc += u64::from(u32::from_ne_bytes([*a, *b, *c, *d]));
+        rest = more;
+    }
+    if let [a, b, more @ ..] = rest {
+        acc += u64::from(u16::from_ne_bytes([*a, *b]));
+        rest = more;
+    }
+    if let [a] = rest {
+        // An odd last byte is the first byte of its word (RFC 1071 pads with zero).
+        acc += u64::from(u16::from_ne_bytes([*a, 0]));
     }
     acc
 }
 
-/// [`sum_block`] of `src`, copying it into `dst` (of the same length) on the way.
+/// [`sum_words`] of `src`, copying it into `dst` (of the same length) on the way.
 #[inline]
-fn copy_block(dst: &mut [u8], src: &[u8]) -> u64 {
-    let mut acc = 0u64;
+fn copy_words(dst: &mut [u8], src: &[u8]) -> u64 {
+    let mut acc = 0u128;
     let mut words = src.chunks_exact(8);
     let mut out = dst.chunks_exact_mut(8);
     for (w, o) in (&mut words).zip(&mut out) {
         let w = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]];
         o.copy_from_slice(&w);
-        let w = u64::from_be_bytes(w);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        acc += u128::from(u64::from_ne_bytes(w));
     }
     let rest = words.remainder();
-    out.into_remainder().copy_from_slice(rest);
-    acc + sum_block(rest)
+    // Byte by byte: at most 7, and a variable-length copy_from_slice would be a call.
+    for (o, i) in out.into_remainder().iter_mut().zip(rest) {
+        *o = *i;
+    }
+    let acc = add_carry(acc as u64, (acc >> 64) as u64);
+    add_carry(acc, sum_tail(rest))
+}
+
+/// One's-complement addition of 64-bit words: the carry out of bit 63 wraps around into bit
+/// 0 (2^64 ≡ 1 modulo 0xffff), so the accumulator never overflows and a nonzero sum never
+/// becomes 0.
+#[inline]
+fn add_carry(a: u64, b: u64) -> u64 {
+    let (s, c) = a.overflowing_add(b);
+    // When the addition carried, s <= 2^64 - 2, so adding the carry cannot overflow.
+    s + c as u64
 }
 
 /// Folds a wide sum to 16 bits with end-around carries. The result is 0 only when the sum
@@ -89,15 +112,7 @@ impl Checksum {
     /// Adds `data`, which follows whatever was added before.
     #[inline]
     pub fn add_bytes(&mut self, data: &[u8]) {
-        let mut blocks = data.chunks(BLOCK);
-        let Some(first) = blocks.next() else {
-            return;
-        };
-        let mut sum = sum_block(first);
-        for block in blocks {
-            sum = u64::from(fold(sum)) + sum_block(block);
-        }
-        self.add_piece(sum, data.len());
+        self.add_piece(sum_words(data), data.len());
     }
 
     /// Adds the sum of a piece of `len` bytes computed as if it started at an even offset.
@@ -110,22 +125,28 @@ impl Checksum {
         } else {
             sum
         };
-        self.acc = u64::from(fold(self.acc)) + sum;
+        self.acc = add_carry(self.acc, sum);
         self.odd ^= len % 2 == 1;
     }
 
     /// Adds a 16-bit field as it appears in a header (big-endian on the wire).
     #[inline]
     pub fn add_u16(&mut self, v: u16) {
+        let v = u16::from_ne_bytes(v.to_be_bytes());
         let v = if self.odd { v.swap_bytes() } else { v };
-        self.acc += u64::from(v);
+        self.acc = add_carry(self.acc, u64::from(v));
     }
 
     /// Adds a 32-bit field as it appears in a header (big-endian on the wire).
     #[inline]
     pub fn add_u32(&mut self, v: u32) {
-        self.add_u16((v >> 16) as u16);
-        self.add_u16(v as u16);
+        let v = u64::from(u32::from_ne_bytes(v.to_be_bytes()));
+        let v = if self.odd {
+            u64::from(fold(v).swap_bytes())
+        } else {
+            v
+        };
+        self.acc = add_carry(self.acc, v);
     }
 
     /// Adds another sum whose bytes follow the ones added so far.
@@ -142,15 +163,7 @@ impl Checksum {
         if dst.len() != src.len() {
             return false;
         }
-        let mut blocks = src.chunks(BLOCK).zip(dst.chunks_mut(BLOCK));
-        let Some((s, d)) = blocks.next() else {
-            return true;
-        };
-        let mut sum = copy_block(d, s);
-        for (s, d) in blocks {
-            sum = u64::from(fold(sum)) + copy_block(d, s);
-        }
-        self.add_piece(sum, src.len());
+        self.add_piece(copy_words(dst, src), src.len());
         true
     }
 
@@ -158,7 +171,7 @@ impl Checksum {
     /// over the covered bytes, checksum field included, 0xffff.
     #[inline]
     pub fn sum(self) -> u16 {
-        fold(self.acc)
+        u16::from_be_bytes(fold(self.acc).to_ne_bytes())
     }
 
     /// The value for the checksum field: the complement of the sum of the covered bytes,
@@ -186,11 +199,8 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> Ch
 #[inline]
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: u32) -> Checksum {
     let mut c = Checksum::new();
-    let (s, d) = (src.to_bits(), dst.to_bits());
-    for half in [s >> 64, s, d >> 64, d] {
-        let half = half as u64;
-        c.acc += (half >> 48) + ((half >> 32) & 0xffff) + ((half >> 16) & 0xffff) + (half & 0xffff);
-    }
+    c.add_bytes(&src.octets());
+    c.add_bytes(&dst.octets());
     c.add_u32(len);
     c.add_u16(u16::from(proto));
     c
@@ -237,8 +247,8 @@ mod tests {
     }
 
     #[test]
-    fn long_inputs_fold_per_block() {
-        let data = vec![0xffu8; 3 * BLOCK + 5];
+    fn long_inputs_carry_around() {
+        let data = vec![0xffu8; 3 << 20 | 5];
         assert_eq!(sum(&data), reference(&data));
         let mut out = vec![0u8; data.len()];
         let mut c = Checksum::new();

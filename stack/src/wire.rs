@@ -11,6 +11,7 @@ use smoltcp::wire::{
     Ipv6Packet, TcpPacket,
 };
 
+use crate::checksum::{self, Checksum};
 use crate::seq::SeqNum;
 use crate::tuple::FourTuple;
 
@@ -467,7 +468,8 @@ fn write_options(seg: &OutSegment, out: &mut [u8]) {
 }
 
 /// Writes an IP + TCP packet into `buf`, copying `payload` (given as up to two slices, as
-/// a ring buffer hands them out). Returns the packet length, or None when `buf` is too small.
+/// a ring buffer hands them out). Returns the packet length, or None when `buf` is too small
+/// (or the tuple mixes address families, which connect and listen never let happen).
 pub fn emit_tcp(
     buf: &mut [u8],
     tuple: &FourTuple,
@@ -475,67 +477,97 @@ pub fn emit_tcp(
     payload: (&[u8], &[u8]),
 ) -> Option<usize> {
     let opt_len = options_len(seg);
-    let tcp_len = 20 + opt_len + payload.0.len() + payload.1.len();
-    let ip_len = if tuple.local.is_ipv4() {
-        IPV4_HDR
-    } else {
-        IPV6_HDR
-    };
+    let hdr_len = 20 + opt_len;
+    let tcp_len = hdr_len + payload.0.len() + payload.1.len();
+    let (src, dst) = (tuple.local.ip(), tuple.remote.ip());
+    let ip_len = if src.is_ipv4() { IPV4_HDR } else { IPV6_HDR };
     let total = ip_len + tcp_len;
     if buf.len() < total || total > u16::MAX as usize + ip_len {
         return None;
     }
-    let (src, dst) = (tuple.local.ip(), tuple.remote.ip());
-    write_ip_header(&mut buf[..ip_len], src, dst, IpProtocol::Tcp, tcp_len);
-    let t = &mut buf[ip_len..total];
-    t[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
-    t[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seg.seq.raw().to_be_bytes());
+    let (ip, rest) = buf.split_at_mut(ip_len);
+    let mut sum = write_ip_header(ip, src, dst, PROTO_TCP, tcp_len)?;
+    let t = &mut rest[..tcp_len];
+    let (h, data) = t.split_at_mut(hdr_len);
+    h[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
+    h[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
+    h[4..8].copy_from_slice(&seg.seq.raw().to_be_bytes());
     let ack = if seg.flags.ack { seg.ack.raw() } else { 0 };
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = (((20 + opt_len) / 4) as u8) << 4;
-    t[13] = (seg.flags.fin as u8)
+    h[8..12].copy_from_slice(&ack.to_be_bytes());
+    h[12] = ((hdr_len / 4) as u8) << 4;
+    h[13] = (seg.flags.fin as u8)
         | (seg.flags.syn as u8) << 1
         | (seg.flags.rst as u8) << 2
         | (seg.flags.psh as u8) << 3
         | (seg.flags.ack as u8) << 4;
-    t[14..16].copy_from_slice(&seg.window.to_be_bytes());
-    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    write_options(seg, &mut t[20..20 + opt_len]);
-    let p0 = 20 + opt_len;
-    t[p0..p0 + payload.0.len()].copy_from_slice(payload.0);
-    t[p0 + payload.0.len()..].copy_from_slice(payload.1);
-    let mut tcp = TcpPacket::new_unchecked(t);
-    tcp.fill_checksum(&ip_of(src), &ip_of(dst));
+    h[14..16].copy_from_slice(&seg.window.to_be_bytes());
+    h[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    write_options(seg, &mut h[20..]);
+    sum.add_bytes(h);
+    // The payload is summed while it is copied, so its bytes are read once.
+    // Most segments carry no payload, or only one slice of it.
+    if !data.is_empty() {
+        let (d0, d1) = data.split_at_mut(payload.0.len());
+        sum.copy_and_add(d0, payload.0);
+        if !d1.is_empty() {
+            sum.copy_and_add(d1, payload.1);
+        }
+    }
+    h[16..18].copy_from_slice(&sum.finish().to_be_bytes());
     Some(total)
 }
 
-fn write_ip_header(h: &mut [u8], src: IpAddr, dst: IpAddr, proto: IpProtocol, payload: usize) {
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_ICMPV6: u8 = 58;
+
+/// Writes the IP header for `payload` bytes of `proto` and returns the transport
+/// pseudo-header sum, or None when the addresses are of different families.
+fn write_ip_header(
+    h: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    payload: usize,
+) -> Option<Checksum> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (IPV4_HDR + payload) as u16;
             h[0] = 0x45;
             h[1] = 0;
-            h[2..4].copy_from_slice(&((IPV4_HDR + payload) as u16).to_be_bytes());
+            h[2..4].copy_from_slice(&total.to_be_bytes());
             h[4..6].copy_from_slice(&[0, 0]);
             h[6..8].copy_from_slice(&[0x40, 0]); // DF: TCP does its own MSS sizing
             h[8] = 64;
-            h[9] = u8::from(proto);
-            h[10..12].copy_from_slice(&[0, 0]);
+            h[9] = proto;
             h[12..16].copy_from_slice(&s.octets());
             h[16..20].copy_from_slice(&d.octets());
-            let mut ip = Ipv4Packet::new_unchecked(h);
-            ip.fill_checksum();
+            // The header checksum from the fields, not from the bytes just written: the
+            // addresses are summed once for it and for the pseudo-header.
+            let mut addrs = Checksum::new();
+            addrs.add_u32(s.to_bits());
+            addrs.add_u32(d.to_bits());
+            let mut ip = addrs;
+            ip.add_u16(0x4500);
+            ip.add_u16(total);
+            ip.add_u16(0x4000);
+            ip.add_u16(64 << 8 | u16::from(proto));
+            h[10..12].copy_from_slice(&ip.finish().to_be_bytes());
+            let mut pseudo = addrs;
+            pseudo.add_u16(u16::from(proto));
+            pseudo.add_u16(payload as u16);
+            Some(pseudo)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
             h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-            h[6] = u8::from(proto);
+            h[6] = proto;
             h[7] = 64;
             h[8..24].copy_from_slice(&s.octets());
             h[24..40].copy_from_slice(&d.octets());
+            Some(checksum::pseudo_header_v6(s, d, proto, payload as u32))
         }
-        // Tuples are always single-family; mixed families are rejected at connect/listen.
-        _ => h.fill(0),
+        _ => None,
     }
 }
 
@@ -553,10 +585,10 @@ pub fn emit_echo_reply(buf: &mut [u8], req: &EchoRequest<'_>) -> Option<usize> {
         return None;
     }
     let (proto, src, dst) = match req.src {
-        IpAddr::V4(_) => (IpProtocol::Icmp, req.dst, req.src),
-        IpAddr::V6(_) => (IpProtocol::Icmpv6, req.dst, req.src),
+        IpAddr::V4(_) => (PROTO_ICMP, req.dst, req.src),
+        IpAddr::V6(_) => (PROTO_ICMPV6, req.dst, req.src),
     };
-    write_ip_header(&mut buf[..ip_len], src, dst, proto, icmp_len);
+    let pseudo = write_ip_header(&mut buf[..ip_len], src, dst, proto, icmp_len)?;
     let body = &mut buf[ip_len..total];
     body[0] = if req.src.is_ipv4() { 0 } else { 129 };
     body[1] = 0;
@@ -564,16 +596,14 @@ pub fn emit_echo_reply(buf: &mut [u8], req: &EchoRequest<'_>) -> Option<usize> {
     body[4..6].copy_from_slice(&req.ident.to_be_bytes());
     body[6..8].copy_from_slice(&req.seq_no.to_be_bytes());
     body[8..].copy_from_slice(req.data);
-    match (src, dst) {
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut p = Icmpv6Packet::new_unchecked(body);
-            p.fill_checksum(&s, &d);
-        }
-        _ => {
-            let mut p = Icmpv4Packet::new_unchecked(body);
-            p.fill_checksum();
-        }
-    }
+    // ICMPv6 covers a pseudo-header (RFC 4443 §2.3), ICMPv4 only its own bytes.
+    let mut sum = if proto == PROTO_ICMPV6 {
+        pseudo
+    } else {
+        Checksum::new()
+    };
+    sum.add_bytes(body);
+    body[2..4].copy_from_slice(&sum.finish().to_be_bytes());
     Some(total)
 }
 

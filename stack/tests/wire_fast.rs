@@ -1,9 +1,11 @@
 //! The hand-written fast paths against simple references: the checksum module against
-//! RFC 1071 word by word.
+//! RFC 1071 word by word, emitted packets against smoltcp's checksums.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use fourtuple_stack::checksum::{self, Checksum};
+use fourtuple_stack::wire::{self, Flags, OutSegment};
+use fourtuple_stack::{FourTuple, SeqNum};
 
 /// SplitMix64: a small deterministic generator, so failures reproduce from the seed.
 struct Rng(u64);
@@ -141,6 +143,110 @@ fn pseudo_headers_match_their_byte_layout() {
         assert_eq!(
             checksum::pseudo_header_v6(s6, d6, proto, len).sum(),
             reference_sum(&v6)
+        );
+    }
+}
+
+fn random_tuple(rng: &mut Rng) -> FourTuple {
+    if rng.below(3) == 0 {
+        let a = Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next()));
+        let b = Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next()));
+        FourTuple::new(
+            SocketAddr::new(IpAddr::V6(a), rng.next() as u16),
+            SocketAddr::new(IpAddr::V6(b), rng.next() as u16),
+        )
+    } else {
+        let a = Ipv4Addr::from(rng.next() as u32);
+        let b = Ipv4Addr::from(rng.next() as u32);
+        FourTuple::new(
+            SocketAddr::new(IpAddr::V4(a), rng.next() as u16),
+            SocketAddr::new(IpAddr::V4(b), rng.next() as u16),
+        )
+    }
+}
+
+fn random_out_segment(rng: &mut Rng) -> OutSegment {
+    let bits = rng.next();
+    let maybe = |rng: &mut Rng| rng.below(2) == 0;
+    let mut seg = OutSegment {
+        seq: SeqNum(rng.next() as u32),
+        ack: SeqNum(rng.next() as u32),
+        flags: Flags {
+            syn: bits & 1 != 0,
+            ack: bits & 2 != 0,
+            fin: bits & 4 != 0,
+            rst: bits & 8 != 0,
+            psh: bits & 16 != 0,
+        },
+        window: rng.next() as u16,
+        ..OutSegment::default()
+    };
+    if maybe(rng) {
+        seg.mss = Some(rng.next() as u16);
+    }
+    if maybe(rng) {
+        seg.wscale = Some(rng.next() as u8);
+    }
+    seg.sack_permitted = maybe(rng);
+    if maybe(rng) {
+        seg.timestamp = Some((rng.next() as u32, rng.next() as u32));
+    }
+    for b in seg.sack.iter_mut() {
+        if maybe(rng) {
+            *b = Some((SeqNum(rng.next() as u32), SeqNum(rng.next() as u32)));
+        }
+    }
+    seg
+}
+
+/// Zeroes the checksums of an emitted packet and recomputes them with smoltcp.
+fn smoltcp_checksums(pkt: &mut [u8], tuple: &FourTuple) {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    let ip_of = |a: IpAddr| match a {
+        IpAddr::V4(a) => IpAddress::Ipv4(a),
+        IpAddr::V6(a) => IpAddress::Ipv6(a),
+    };
+    let hl = if tuple.local.is_ipv4() {
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..20]);
+        ip.set_checksum(0);
+        ip.fill_checksum();
+        20
+    } else {
+        40
+    };
+    let mut tcp = TcpPacket::new_unchecked(&mut pkt[hl..]);
+    tcp.set_checksum(0);
+    tcp.fill_checksum(&ip_of(tuple.local.ip()), &ip_of(tuple.remote.ip()));
+}
+
+#[test]
+fn emitted_checksums_match_smoltcp() {
+    let mut rng = Rng(4);
+    for round in 0..20_000 {
+        let tuple = random_tuple(&mut rng);
+        let seg = random_out_segment(&mut rng);
+        let plen = if round % 20 == 0 {
+            rng.below(3000)
+        } else {
+            rng.below(40)
+        };
+        let data = rng.bytes(plen);
+        let cut = rng.below(plen + 1);
+        let mut buf = vec![0u8; 3200];
+        let n = wire::emit_tcp(&mut buf, &tuple, &seg, (&data[..cut], &data[cut..])).unwrap();
+        assert_eq!(n, wire::header_len(&tuple, &seg) + plen);
+        let mut want = buf[..n].to_vec();
+        smoltcp_checksums(&mut want, &tuple);
+        assert_eq!(&buf[..n], &want[..], "{seg:?} {tuple:?} cut {cut}");
+        // Too small a buffer: nothing but None.
+        assert_eq!(
+            wire::emit_tcp(
+                &mut buf[..n - 1],
+                &tuple,
+                &seg,
+                (&data[..cut], &data[cut..])
+            ),
+            None
         );
     }
 }
