@@ -610,11 +610,14 @@ fn parser_agrees_with_the_smoltcp_one() {
         };
         *outcomes.entry(key).or_default() += 1;
     }
-    // Every outcome was reached, so every check was compared.
+    // Every outcome was reached, so every check was compared (checksums fail only where
+    // they are verified).
+    let unverified = |key: &&str| cfg!(fuzzing) && key.ends_with("checksum");
     for key in DropReason::ALL
         .iter()
         .map(|r| r.name())
         .chain(["tcp", "echo"])
+        .filter(|k| !unverified(k))
     {
         assert!(
             outcomes.get(key).copied().unwrap_or(0) >= 20,
