@@ -149,6 +149,17 @@ impl Checksum {
         self.acc = add_carry(self.acc, v);
     }
 
+    /// Adds `sum`, the plain integer sum of big-endian 16- or 32-bit fields (as the values
+    /// they hold, not as bytes) that start at even offsets from where this sum is. Plain
+    /// addition is one's-complement addition before folding, since 2^16 ≡ 1 modulo 0xffff;
+    /// the caller only keeps its sum from overflowing, which a few dozen fields cannot.
+    #[inline]
+    pub fn add_be_sum(&mut self, sum: u64) {
+        let v = u16::from_ne_bytes(fold(sum).to_be_bytes());
+        let v = if self.odd { v.swap_bytes() } else { v };
+        self.acc = add_carry(self.acc, u64::from(v));
+    }
+
     /// Adds another sum whose bytes follow the ones added so far.
     #[inline]
     pub fn add(&mut self, other: Checksum) {

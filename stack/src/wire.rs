@@ -242,14 +242,16 @@ pub fn parse<'a>(
         return Err(DropReason::NotOurAddress);
     }
     match proto {
-        PROTO_TCP => parse_tcp(src, dst, payload).map(Incoming::Tcp),
+        PROTO_TCP => parse_tcp(src, dst, payload),
         PROTO_ICMP if src.is_ipv4() => parse_icmpv4(src, dst, payload),
         PROTO_ICMPV6 if src.is_ipv6() => parse_icmpv6(src, dst, payload),
         _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
-fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>, DropReason> {
+/// Builds the `Incoming` itself rather than a `Segment` to wrap: the 168-byte result is then
+/// written once, in place, instead of being copied into the enum.
+fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
     if data.len() < 20 {
         return Err(DropReason::MalformedTcp);
     }
@@ -277,7 +279,7 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>
         return Err(DropReason::BadAddress);
     }
     let f = data[13];
-    Ok(Segment {
+    Ok(Incoming::Tcp(Segment {
         tuple: FourTuple::new(SocketAddr::new(dst, dport), SocketAddr::new(src, sport)),
         seq: SeqNum(be32(&data[4..8])),
         ack: SeqNum(be32(&data[8..12])),
@@ -291,11 +293,12 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>
         window: be16(data, 14),
         opts: parse_options(&data[20..hl]),
         payload: &data[hl..],
-    })
+    }))
 }
 
 /// Parses a TCP option list. Malformed options stop the walk and set `malformed`; what
 /// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
+#[inline]
 pub fn parse_options(bytes: &[u8]) -> TcpOpts {
     let mut opts = TcpOpts::default();
     // Fast path: the layout Linux puts on every segment after the handshake.
@@ -429,7 +432,8 @@ pub fn header_len(tuple: &FourTuple, seg: &OutSegment) -> usize {
     ip + 20 + options_len(seg)
 }
 
-fn options_len(seg: &OutSegment) -> usize {
+/// Bytes of MSS, window scale, SACK-permitted and timestamps options.
+fn options_len_without_sack(seg: &OutSegment) -> usize {
     let mut n = 0;
     if seg.mss.is_some() {
         n += 4;
@@ -437,64 +441,70 @@ fn options_len(seg: &OutSegment) -> usize {
     if seg.wscale.is_some() {
         n += 4; // NOP + 3
     }
-    if seg.sack_permitted {
-        n += if seg.timestamp.is_some() { 2 } else { 4 };
+    n + match (seg.sack_permitted, seg.timestamp.is_some()) {
+        (true, true) | (false, true) => 12,
+        (true, false) => 4,
+        (false, false) => 0,
     }
-    if seg.timestamp.is_some() {
-        n += if seg.sack_permitted { 10 } else { 12 };
-    }
+}
+
+fn options_len(seg: &OutSegment) -> usize {
+    let n = options_len_without_sack(seg);
     let blocks = seg.sack.iter().filter(|b| b.is_some()).count();
     let room = (40usize - n).saturating_sub(4) / 8;
     let blocks = blocks.min(room);
     if blocks > 0 {
-        n += 4 + blocks * 8; // NOP NOP kind len
+        n + 4 + blocks * 8 // NOP NOP kind len
+    } else {
+        n
     }
-    n
 }
 
-fn write_options(seg: &OutSegment, out: &mut [u8]) {
-    let mut i = 0;
+/// Writes the options as the 32-bit words they all pack into and returns the plain sum of
+/// those words, which is their one's-complement sum before folding (2^16 ≡ 1), so the
+/// checksum needs no second pass over them.
+fn write_options(seg: &OutSegment, out: &mut [u8]) -> u64 {
+    let mut words = out.chunks_exact_mut(4);
+    let mut sum = 0u64;
+    let mut put = |w: u32| {
+        if let Some(o) = words.next() {
+            o.copy_from_slice(&w.to_be_bytes());
+            sum += u64::from(w);
+        }
+    };
     if let Some(mss) = seg.mss {
-        out[i..i + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-        i += 4;
+        put(0x0204_0000 | u32::from(mss));
     }
     if let Some(ws) = seg.wscale {
-        out[i..i + 4].copy_from_slice(&[1, 3, 3, ws]);
-        i += 4;
+        put(0x0103_0300 | u32::from(ws));
     }
     match (seg.sack_permitted, seg.timestamp) {
         (true, Some((v, e))) => {
             // SACK-permitted followed by timestamps packs into 12 bytes, as Linux sends it.
-            out[i..i + 2].copy_from_slice(&[4, 2]);
-            out[i + 2..i + 4].copy_from_slice(&[8, 10]);
-            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
-            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
-            i += 12;
+            put(0x0402_080a);
+            put(v);
+            put(e);
         }
-        (true, None) => {
-            out[i..i + 4].copy_from_slice(&[1, 1, 4, 2]);
-            i += 4;
-        }
+        (true, None) => put(0x0101_0402),
         (false, Some((v, e))) => {
-            out[i..i + 4].copy_from_slice(&[1, 1, 8, 10]);
-            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
-            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
-            i += 12;
+            put(0x0101_080a);
+            put(v);
+            put(e);
         }
         (false, None) => {}
     }
-    let room = (40usize - i).saturating_sub(4) / 8;
+    let used = options_len_without_sack(seg);
+    let room = (40usize - used).saturating_sub(4) / 8;
     let n = seg.sack.iter().filter(|b| b.is_some()).count().min(room);
     if n > 0 {
-        out[i..i + 4].copy_from_slice(&[1, 1, 5, (2 + n * 8) as u8]);
-        i += 4;
+        put(0x0101_0500 | (2 + n as u32 * 8));
         for (l, r) in seg.sack.iter().flatten().take(n) {
-            out[i..i + 4].copy_from_slice(&l.raw().to_be_bytes());
-            out[i + 4..i + 8].copy_from_slice(&r.raw().to_be_bytes());
-            i += 8;
+            put(l.raw());
+            put(r.raw());
         }
     }
-    debug_assert_eq!(i, out.len());
+    debug_assert!(words.next().is_none());
+    sum
 }
 
 /// Writes an IP + TCP packet into `buf`, copying `payload` (given as up to two slices, as
@@ -519,21 +529,27 @@ pub fn emit_tcp(
     let mut sum = write_ip_header(ip, src, dst, PROTO_TCP, tcp_len)?;
     let t = &mut rest[..tcp_len];
     let (h, data) = t.split_at_mut(hdr_len);
-    h[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
-    h[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
-    h[4..8].copy_from_slice(&seg.seq.raw().to_be_bytes());
     let ack = if seg.flags.ack { seg.ack.raw() } else { 0 };
-    h[8..12].copy_from_slice(&ack.to_be_bytes());
-    h[12] = ((hdr_len / 4) as u8) << 4;
-    h[13] = (seg.flags.fin as u8)
-        | (seg.flags.syn as u8) << 1
-        | (seg.flags.rst as u8) << 2
-        | (seg.flags.psh as u8) << 3
-        | (seg.flags.ack as u8) << 4;
-    h[14..16].copy_from_slice(&seg.window.to_be_bytes());
-    h[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    write_options(seg, &mut h[20..]);
-    sum.add_bytes(h);
+    let flags = u32::from(seg.flags.fin)
+        | u32::from(seg.flags.syn) << 1
+        | u32::from(seg.flags.rst) << 2
+        | u32::from(seg.flags.psh) << 3
+        | u32::from(seg.flags.ack) << 4;
+    let fixed = [
+        u32::from(tuple.local.port()) << 16 | u32::from(tuple.remote.port()),
+        seg.seq.raw(),
+        ack,
+        ((hdr_len / 4) as u32) << 28 | flags << 16 | u32::from(seg.window),
+        0, // checksum (filled in below) and urgent pointer
+    ];
+    // The header's words are summed as integers while they are written, as the options'.
+    let mut words = 0u64;
+    for (o, w) in h.chunks_exact_mut(4).zip(fixed) {
+        o.copy_from_slice(&w.to_be_bytes());
+        words += u64::from(w);
+    }
+    words += write_options(seg, &mut h[20..]);
+    sum.add_be_sum(words);
     // The payload is summed while it is copied, so its bytes are read once.
     // Most segments carry no payload, or only one slice of it.
     if !data.is_empty() {

@@ -110,6 +110,10 @@ fn fields_at_odd_offsets_sum_like_their_bytes() {
         c.add_u16(a);
         c.add_u32(b);
         assert_eq!(c.sum(), reference_sum(&bytes));
+        let mut d = Checksum::new();
+        d.add_bytes(&pre);
+        d.add_be_sum(u64::from(a) + u64::from(b));
+        assert_eq!(d.sum(), reference_sum(&bytes));
     }
 }
 
@@ -239,6 +243,39 @@ fn emitted_checksums_match_smoltcp() {
         let mut want = buf[..n].to_vec();
         smoltcp_checksums(&mut want, &tuple);
         assert_eq!(&buf[..n], &want[..], "{seg:?} {tuple:?} cut {cut}");
+        // And it parses back to what was asked for (SACK blocks as far as they fit).
+        let ours = tuple.remote.ip();
+        let bad_source = match tuple.local.ip() {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        let got = match wire::parse(&buf[..n], |a| a == ours) {
+            Ok(Incoming::Tcp(got)) => got,
+            Err(DropReason::BadAddress)
+                if bad_source || tuple.local.port() == 0 || tuple.remote.port() == 0 =>
+            {
+                continue;
+            }
+            other => panic!("{seg:?} {tuple:?} does not parse back: {other:?}"),
+        };
+        assert_eq!(got.tuple, tuple.reversed());
+        assert_eq!(
+            (got.seq, got.flags, got.window),
+            (seg.seq, seg.flags, seg.window)
+        );
+        assert_eq!(got.ack, if seg.flags.ack { seg.ack } else { SeqNum(0) });
+        let o = got.opts;
+        assert!(!o.malformed);
+        assert_eq!(
+            (o.mss, o.wscale, o.timestamp),
+            (seg.mss, seg.wscale, seg.timestamp)
+        );
+        assert_eq!(o.sack_permitted, seg.sack_permitted);
+        let sent: Vec<_> = seg.sack.iter().flatten().collect();
+        let back: Vec<_> = o.sack.iter().flatten().collect();
+        assert!(!back.is_empty() || sent.is_empty() || wire::header_len(&tuple, &seg) >= 56);
+        assert_eq!(&sent[..back.len()], &back[..]);
+        assert_eq!(got.payload, &data[..]);
         // Too small a buffer: nothing but None.
         assert_eq!(
             wire::emit_tcp(
