@@ -300,12 +300,22 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a
 /// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
 #[inline]
 pub fn parse_options(bytes: &[u8]) -> TcpOpts {
-    let mut opts = TcpOpts::default();
-    // Fast path: the layout Linux puts on every segment after the handshake.
-    if bytes.len() == 12 && bytes[..4] == [1, 1, 8, 10] {
-        opts.timestamp = Some((be32(&bytes[4..8]), be32(&bytes[8..12])));
-        return opts;
+    // Fast path, small enough to inline into the parser: no options, or the layout Linux
+    // puts on every segment after the handshake.
+    match bytes {
+        [] => TcpOpts::default(),
+        [1, 1, 8, 10, v @ .., _, _, _, _] if v.len() == 4 => TcpOpts {
+            timestamp: Some((be32(v), be32(&bytes[8..12]))),
+            ..TcpOpts::default()
+        },
+        _ => parse_options_slow(bytes),
     }
+}
+
+/// [`parse_options`] for anything but the common layouts: SYNs, SACK blocks, odd senders.
+#[inline(never)]
+fn parse_options_slow(bytes: &[u8]) -> TcpOpts {
+    let mut opts = TcpOpts::default();
     let mut i = 0;
     let mut sacks = 0;
     while i < bytes.len() {
