@@ -2,13 +2,13 @@
 //! pseudo-header checksums.
 //!
 //! It owns the one's-complement arithmetic only; which bytes are covered is the caller's
-//! business (wire.rs). The sum is accumulated eight bytes at a time in native byte order
-//! and put into network order only when it is folded (RFC 1071 §2(B): the sum is
-//! byte-order independent, so no byte swap is needed per word), and RFC 1071 §2 notes that one's-complement addition is associative and commutative
-//! and that a wider accumulator can be folded down at the end, because 2^16 ≡ 1 modulo
-//! 0xffff. Pieces may have any length: a piece that starts at an odd offset is added
-//! byte-swapped (§2(B)), so a payload split across a ring buffer's two slices sums the same
-//! as if it were contiguous.
+//! business (wire.rs). RFC 1071 §2 is what makes it fast: one's-complement addition is
+//! associative and commutative, so the sum is accumulated eight bytes at a time in a wide
+//! accumulator and folded to 16 bits at the end (2^16 ≡ 1 modulo 0xffff); and it is
+//! byte-order independent, so words are added in native order and the sum is swapped into
+//! network order once, when it is folded. Pieces may have any length: a piece that starts
+//! at an odd offset is added byte-swapped (§2(B)), so a payload split across a ring
+//! buffer's two slices sums the same as if it were contiguous.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -180,10 +180,12 @@ impl Checksum {
         self.acc = add_carry(self.acc, v);
     }
 
-    /// Adds `sum`, the plain integer sum of big-endian 16- or 32-bit fields (as the values
-    /// they hold, not as bytes) that start at even offsets from where this sum is. Plain
-    /// addition is one's-complement addition before folding, since 2^16 ≡ 1 modulo 0xffff;
-    /// the caller only keeps its sum from overflowing, which a few dozen fields cannot.
+    /// Adds `sum`, the plain integer sum of the values of 16- or 32-bit header fields (as
+    /// numbers, big-endian on the wire) that follow the bytes added so far, each at an even
+    /// offset from that point. Plain addition is one's-complement addition before folding,
+    /// since 2^16 ≡ 1 modulo 0xffff, so a header written from its fields is summed without
+    /// reading its bytes back; the caller only keeps `sum` from overflowing, which a few
+    /// dozen fields cannot.
     #[inline]
     pub fn add_be_sum(&mut self, sum: u64) {
         let v = u16::from_ne_bytes(fold(sum).to_be_bytes());
