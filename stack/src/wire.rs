@@ -308,19 +308,36 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a
 /// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
 #[inline]
 pub fn parse_options(bytes: &[u8]) -> TcpOpts {
-    // Fast path, small enough to inline into the parser: no options, or the layout Linux
-    // puts on every segment after the handshake.
-    match bytes {
+    // Fast paths for the layouts seen on nearly every segment: none, timestamps after the
+    // handshake, and the SYNs below. Anything else takes the general walk.
+    match *bytes {
         [] => TcpOpts::default(),
-        [1, 1, 8, 10, v @ .., _, _, _, _] if v.len() == 4 => TcpOpts {
-            timestamp: Some((be32(v), be32(&bytes[8..12]))),
+        [1, 1, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3] => TcpOpts {
+            timestamp: Some((
+                u32::from_be_bytes([v0, v1, v2, v3]),
+                u32::from_be_bytes([e0, e1, e2, e3]),
+            )),
+            ..TcpOpts::default()
+        },
+        // The two SYN layouts of a connection between fourtuple and Linux: fourtuple's
+        // (MSS, window scale, SACK-permitted + timestamps) and Linux's (MSS,
+        // SACK-permitted + timestamps, window scale).
+        [2, 4, m0, m1, 1, 3, 3, ws, 4, 2, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3]
+        | [2, 4, m0, m1, 4, 2, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3, 1, 3, 3, ws] => TcpOpts {
+            mss: Some(u16::from_be_bytes([m0, m1])),
+            wscale: Some(ws),
+            sack_permitted: true,
+            timestamp: Some((
+                u32::from_be_bytes([v0, v1, v2, v3]),
+                u32::from_be_bytes([e0, e1, e2, e3]),
+            )),
             ..TcpOpts::default()
         },
         _ => parse_options_slow(bytes),
     }
 }
 
-/// [`parse_options`] for anything but the common layouts: SYNs, SACK blocks, odd senders.
+/// [`parse_options`] for anything but the common layouts: SACK blocks, other stacks' SYNs.
 #[inline(never)]
 fn parse_options_slow(bytes: &[u8]) -> TcpOpts {
     let mut opts = TcpOpts::default();
@@ -713,6 +730,48 @@ mod tests {
         }
         let o = parse_options(&b);
         assert_eq!(o.sack[3], Some((SeqNum(300), SeqNum(350))));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_general_walk() {
+        let layouts: [&[u8]; 4] = [
+            &[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 9],
+            &[
+                2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
+            ],
+            &[
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7,
+            ],
+            &[],
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let mut b = layouts[(next() % 4) as usize].to_vec();
+            // Up to three edits: a byte changed (often to an option kind or length), one
+            // added or one removed, so near misses of each layout are compared too.
+            for _ in 0..next() % 4 {
+                let r = next();
+                let v = [0, 1, 2, 3, 4, 8, 10, r as u8][(r >> 8) as usize % 8];
+                match (r >> 16) % 3 {
+                    0 if !b.is_empty() => {
+                        let i = (r >> 24) as usize % b.len();
+                        b[i] = v;
+                    }
+                    1 => b.insert((r >> 24) as usize % (b.len() + 1), v),
+                    _ if !b.is_empty() => {
+                        b.remove((r >> 24) as usize % b.len());
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(parse_options(&b), parse_options_slow(&b), "{b:?}");
+        }
     }
 
     #[test]
