@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashMap;
-use smoltcp::wire::{IpAddress, IpProtocol};
 
 use crate::time::Instant;
 
@@ -442,16 +441,9 @@ fn icmpv6_frame(src_mac: Mac, dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, body: 
     ip[8..24].copy_from_slice(&src.octets());
     ip[24..40].copy_from_slice(&dst.octets());
     ip[40..].copy_from_slice(body);
-    let sum = smoltcp::wire::checksum::combine(&[
-        smoltcp::wire::checksum::pseudo_header(
-            &IpAddress::Ipv6(src),
-            &IpAddress::Ipv6(dst),
-            IpProtocol::Icmpv6,
-            body.len() as u32,
-        ),
-        smoltcp::wire::checksum::data(&ip[40..]),
-    ]);
-    ip[42..44].copy_from_slice(&(!sum).to_be_bytes());
+    let mut sum = crate::checksum::pseudo_header_v6(src, dst, 58, body.len() as u32);
+    sum.add_bytes(&ip[40..]);
+    ip[42..44].copy_from_slice(&sum.finish().to_be_bytes());
     f
 }
 

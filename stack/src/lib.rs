@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checksum;
 pub mod config;
 pub mod cookie;
 pub mod error;

@@ -1,4 +1,5 @@
-//! Packet parsing and emission on top of `smoltcp::wire`.
+//! Packet parsing and emission: IPv4, IPv6 and TCP by hand on raw bytes (the per-packet
+//! path), ICMP echo through `smoltcp::wire`.
 //!
 //! This module owns the translation between bytes and the stack's own segment structs. It
 //! validates every length once, so nothing downstream can index out of bounds, and it never
@@ -6,11 +7,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use smoltcp::wire::{
-    Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv6Packet, TcpPacket,
-};
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet};
 
+use crate::checksum::{self, Checksum};
 use crate::seq::SeqNum;
 use crate::tuple::FourTuple;
 
@@ -158,13 +157,6 @@ pub enum Incoming<'a> {
     Echo(EchoRequest<'a>),
 }
 
-fn ip_of(addr: IpAddr) -> IpAddress {
-    match addr {
-        IpAddr::V4(a) => IpAddress::Ipv4(a),
-        IpAddr::V6(a) => IpAddress::Ipv6(a),
-    }
-}
-
 fn bad_source(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
@@ -172,48 +164,82 @@ fn bad_source(addr: IpAddr) -> bool {
     }
 }
 
+/// Under `cfg(fuzzing)` (cargo fuzz) checksums are not verified, as smoltcp did before this
+/// parser replaced it, so that fuzzers reach past them; the fuzz targets drop packets with
+/// bad checksums themselves, so corpora replay the same way in ordinary builds.
+const VERIFY_CHECKSUMS: bool = !cfg!(fuzzing);
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn addr4(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+fn addr6(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(a)
+}
+
 /// Parses one IP packet. `is_local` says whether a destination address is ours.
 pub fn parse<'a>(
     packet: &'a [u8],
     is_local: impl Fn(IpAddr) -> bool,
 ) -> Result<Incoming<'a>, DropReason> {
-    let version = packet.first().ok_or(DropReason::MalformedIp)? >> 4;
-    let (src, dst, proto, payload) = match version {
+    let first = *packet.first().ok_or(DropReason::MalformedIp)?;
+    let (src, dst, proto, payload) = match first >> 4 {
         4 => {
-            let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::MalformedIp)?;
-            if !ip.verify_checksum() {
-                return Err(DropReason::BadIpChecksum);
+            if packet.len() < IPV4_HDR {
+                return Err(DropReason::MalformedIp);
             }
-            if ip.more_frags() || ip.frag_offset() != 0 {
+            let hl = usize::from(first & 0x0f) * 4;
+            let total = usize::from(be16(packet, 2));
+            if hl < IPV4_HDR || hl > total || total > packet.len() {
+                return Err(DropReason::MalformedIp);
+            }
+            // total <= packet.len() and hl <= total: both slices below are in bounds.
+            let header = &packet[..hl];
+            if VERIFY_CHECKSUMS {
+                // Summing a constant length lets the compiler unroll the common case.
+                let sum = if hl == IPV4_HDR {
+                    checksum::sum(&packet[..IPV4_HDR])
+                } else {
+                    checksum::sum(header)
+                };
+                if sum != 0xffff {
+                    return Err(DropReason::BadIpChecksum);
+                }
+            }
+            // More-fragments or a nonzero offset; DF (0x4000) alone is not a fragment.
+            if be16(header, 6) & 0x3fff != 0 {
                 return Err(DropReason::Fragment);
             }
-            let total = ip.total_len() as usize;
-            let hl = ip.header_len() as usize;
-            let payload = packet.get(hl..total).ok_or(DropReason::MalformedIp)?;
             (
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                ip.next_header(),
-                payload,
+                IpAddr::V4(addr4(header, 12)),
+                IpAddr::V4(addr4(header, 16)),
+                header[9],
+                &packet[hl..total],
             )
         }
         6 => {
-            let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::MalformedIp)?;
-            let total = ip.total_len();
-            let payload = packet.get(40..total).ok_or(DropReason::MalformedIp)?;
-            let proto = ip.next_header();
-            if !matches!(proto, IpProtocol::Tcp | IpProtocol::Icmpv6) {
+            if packet.len() < IPV6_HDR {
+                return Err(DropReason::MalformedIp);
+            }
+            let total = IPV6_HDR + usize::from(be16(packet, 4));
+            let payload = packet.get(IPV6_HDR..total).ok_or(DropReason::MalformedIp)?;
+            let proto = packet[6];
+            if proto != PROTO_TCP && proto != PROTO_ICMPV6 {
                 return Err(match proto {
-                    IpProtocol::HopByHop
-                    | IpProtocol::Ipv6Route
-                    | IpProtocol::Ipv6Frag
-                    | IpProtocol::Ipv6Opts => DropReason::Ipv6ExtensionHeader,
+                    // Hop-by-hop, routing, fragment and destination options.
+                    0 | 43 | 44 | 60 => DropReason::Ipv6ExtensionHeader,
                     _ => DropReason::UnsupportedProtocol,
                 });
             }
             (
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
+                IpAddr::V6(addr6(packet, 8)),
+                IpAddr::V6(addr6(packet, 24)),
                 proto,
                 payload,
             )
@@ -224,54 +250,97 @@ pub fn parse<'a>(
         return Err(DropReason::NotOurAddress);
     }
     match proto {
-        IpProtocol::Tcp => parse_tcp(src, dst, payload).map(Incoming::Tcp),
-        IpProtocol::Icmp if src.is_ipv4() => parse_icmpv4(src, dst, payload),
-        IpProtocol::Icmpv6 if src.is_ipv6() => parse_icmpv6(src, dst, payload),
+        PROTO_TCP => parse_tcp(src, dst, payload),
+        PROTO_ICMP if src.is_ipv4() => parse_icmpv4(src, dst, payload),
+        PROTO_ICMPV6 if src.is_ipv6() => parse_icmpv6(src, dst, payload),
         _ => Err(DropReason::UnsupportedProtocol),
     }
 }
 
-fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Segment<'a>, DropReason> {
-    let tcp = TcpPacket::new_checked(data).map_err(|_| DropReason::MalformedTcp)?;
-    if !tcp.verify_checksum(&ip_of(src), &ip_of(dst)) {
-        return Err(DropReason::BadTcpChecksum);
+/// Builds the `Incoming` itself rather than a `Segment` to wrap: the 168-byte result is then
+/// written once, in place, instead of being copied into the enum.
+fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
+    if data.len() < 20 {
+        return Err(DropReason::MalformedTcp);
     }
-    if tcp.src_port() == 0 || tcp.dst_port() == 0 || bad_source(src) {
+    let hl = usize::from(data[12] >> 4) * 4;
+    if hl < 20 || hl > data.len() {
+        return Err(DropReason::MalformedTcp);
+    }
+    if VERIFY_CHECKSUMS {
+        // The IP layer bounds a TCP segment to 65535 bytes, so its length fits the field.
+        let len = data.len() as u16;
+        let mut sum = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, PROTO_TCP, len),
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                checksum::pseudo_header_v6(s, d, PROTO_TCP, u32::from(len))
+            }
+            _ => return Err(DropReason::BadTcpChecksum),
+        };
+        sum.add_bytes(data);
+        if sum.sum() != 0xffff {
+            return Err(DropReason::BadTcpChecksum);
+        }
+    }
+    let (sport, dport) = (be16(data, 0), be16(data, 2));
+    if sport == 0 || dport == 0 || bad_source(src) {
         return Err(DropReason::BadAddress);
     }
-    let opts = parse_options(tcp.options());
-    let flags = Flags {
-        syn: tcp.syn(),
-        ack: tcp.ack(),
-        fin: tcp.fin(),
-        rst: tcp.rst(),
-        psh: tcp.psh(),
-    };
-    let hl = tcp.header_len() as usize;
-    let payload = data.get(hl..).ok_or(DropReason::MalformedTcp)?;
-    Ok(Segment {
-        tuple: FourTuple::new(
-            SocketAddr::new(dst, tcp.dst_port()),
-            SocketAddr::new(src, tcp.src_port()),
-        ),
-        seq: SeqNum(tcp.seq_number().0 as u32),
-        ack: SeqNum(tcp.ack_number().0 as u32),
-        flags,
-        window: tcp.window_len(),
-        opts,
-        payload,
-    })
+    let f = data[13];
+    Ok(Incoming::Tcp(Segment {
+        tuple: FourTuple::new(SocketAddr::new(dst, dport), SocketAddr::new(src, sport)),
+        seq: SeqNum(be32(&data[4..8])),
+        ack: SeqNum(be32(&data[8..12])),
+        flags: Flags {
+            fin: f & 0x01 != 0,
+            syn: f & 0x02 != 0,
+            rst: f & 0x04 != 0,
+            psh: f & 0x08 != 0,
+            ack: f & 0x10 != 0,
+        },
+        window: be16(data, 14),
+        opts: parse_options(&data[20..hl]),
+        payload: &data[hl..],
+    }))
 }
 
 /// Parses a TCP option list. Malformed options stop the walk and set `malformed`; what
 /// was parsed before stays (Linux behaves the same way: a bad length ends option parsing).
+#[inline]
 pub fn parse_options(bytes: &[u8]) -> TcpOpts {
-    let mut opts = TcpOpts::default();
-    // Fast path: the layout Linux puts on every segment after the handshake.
-    if bytes.len() == 12 && bytes[..4] == [1, 1, 8, 10] {
-        opts.timestamp = Some((be32(&bytes[4..8]), be32(&bytes[8..12])));
-        return opts;
+    // Fast paths for the layouts seen on nearly every segment: none, timestamps after the
+    // handshake, and the SYNs below. Anything else takes the general walk.
+    match *bytes {
+        [] => TcpOpts::default(),
+        [1, 1, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3] => TcpOpts {
+            timestamp: Some((
+                u32::from_be_bytes([v0, v1, v2, v3]),
+                u32::from_be_bytes([e0, e1, e2, e3]),
+            )),
+            ..TcpOpts::default()
+        },
+        // The two SYN layouts of a connection between fourtuple and Linux: fourtuple's
+        // (MSS, window scale, SACK-permitted + timestamps) and Linux's (MSS,
+        // SACK-permitted + timestamps, window scale).
+        [2, 4, m0, m1, 1, 3, 3, ws, 4, 2, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3]
+        | [2, 4, m0, m1, 4, 2, 8, 10, v0, v1, v2, v3, e0, e1, e2, e3, 1, 3, 3, ws] => TcpOpts {
+            mss: Some(u16::from_be_bytes([m0, m1])),
+            wscale: Some(ws),
+            sack_permitted: true,
+            timestamp: Some((
+                u32::from_be_bytes([v0, v1, v2, v3]),
+                u32::from_be_bytes([e0, e1, e2, e3]),
+            )),
+            ..TcpOpts::default()
+        },
+        _ => parse_options_slow(bytes),
     }
+}
+
+/// [`parse_options`] for anything but the common layouts: SACK blocks, other stacks' SYNs.
+#[inline(never)]
+fn parse_options_slow(bytes: &[u8]) -> TcpOpts {
+    let mut opts = TcpOpts::default();
     let mut i = 0;
     let mut sacks = 0;
     while i < bytes.len() {
@@ -398,7 +467,8 @@ pub fn header_len(tuple: &FourTuple, seg: &OutSegment) -> usize {
     ip + 20 + options_len(seg)
 }
 
-fn options_len(seg: &OutSegment) -> usize {
+/// Bytes of MSS, window scale, SACK-permitted and timestamps options.
+fn options_len_without_sack(seg: &OutSegment) -> usize {
     let mut n = 0;
     if seg.mss.is_some() {
         n += 4;
@@ -406,68 +476,75 @@ fn options_len(seg: &OutSegment) -> usize {
     if seg.wscale.is_some() {
         n += 4; // NOP + 3
     }
-    if seg.sack_permitted {
-        n += if seg.timestamp.is_some() { 2 } else { 4 };
+    n + match (seg.sack_permitted, seg.timestamp.is_some()) {
+        (true, true) | (false, true) => 12,
+        (true, false) => 4,
+        (false, false) => 0,
     }
-    if seg.timestamp.is_some() {
-        n += if seg.sack_permitted { 10 } else { 12 };
-    }
+}
+
+fn options_len(seg: &OutSegment) -> usize {
+    let n = options_len_without_sack(seg);
     let blocks = seg.sack.iter().filter(|b| b.is_some()).count();
     let room = (40usize - n).saturating_sub(4) / 8;
     let blocks = blocks.min(room);
     if blocks > 0 {
-        n += 4 + blocks * 8; // NOP NOP kind len
+        n + 4 + blocks * 8 // NOP NOP kind len
+    } else {
+        n
     }
-    n
 }
 
-fn write_options(seg: &OutSegment, out: &mut [u8]) {
-    let mut i = 0;
+/// Writes the options as the 32-bit words they all pack into and returns the plain sum of
+/// those words, which is their one's-complement sum before folding (2^16 ≡ 1), so the
+/// checksum needs no second pass over them.
+fn write_options(seg: &OutSegment, out: &mut [u8]) -> u64 {
+    let mut words = out.chunks_exact_mut(4);
+    let mut sum = 0u64;
+    let mut put = |w: u32| {
+        if let Some(o) = words.next() {
+            o.copy_from_slice(&w.to_be_bytes());
+            sum += u64::from(w);
+        }
+    };
     if let Some(mss) = seg.mss {
-        out[i..i + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-        i += 4;
+        put(0x0204_0000 | u32::from(mss));
     }
     if let Some(ws) = seg.wscale {
-        out[i..i + 4].copy_from_slice(&[1, 3, 3, ws]);
-        i += 4;
+        put(0x0103_0300 | u32::from(ws));
     }
     match (seg.sack_permitted, seg.timestamp) {
         (true, Some((v, e))) => {
             // SACK-permitted followed by timestamps packs into 12 bytes, as Linux sends it.
-            out[i..i + 2].copy_from_slice(&[4, 2]);
-            out[i + 2..i + 4].copy_from_slice(&[8, 10]);
-            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
-            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
-            i += 12;
+            put(0x0402_080a);
+            put(v);
+            put(e);
         }
-        (true, None) => {
-            out[i..i + 4].copy_from_slice(&[1, 1, 4, 2]);
-            i += 4;
-        }
+        (true, None) => put(0x0101_0402),
         (false, Some((v, e))) => {
-            out[i..i + 4].copy_from_slice(&[1, 1, 8, 10]);
-            out[i + 4..i + 8].copy_from_slice(&v.to_be_bytes());
-            out[i + 8..i + 12].copy_from_slice(&e.to_be_bytes());
-            i += 12;
+            put(0x0101_080a);
+            put(v);
+            put(e);
         }
         (false, None) => {}
     }
-    let room = (40usize - i).saturating_sub(4) / 8;
+    let used = options_len_without_sack(seg);
+    let room = (40usize - used).saturating_sub(4) / 8;
     let n = seg.sack.iter().filter(|b| b.is_some()).count().min(room);
     if n > 0 {
-        out[i..i + 4].copy_from_slice(&[1, 1, 5, (2 + n * 8) as u8]);
-        i += 4;
+        put(0x0101_0500 | (2 + n as u32 * 8));
         for (l, r) in seg.sack.iter().flatten().take(n) {
-            out[i..i + 4].copy_from_slice(&l.raw().to_be_bytes());
-            out[i + 4..i + 8].copy_from_slice(&r.raw().to_be_bytes());
-            i += 8;
+            put(l.raw());
+            put(r.raw());
         }
     }
-    debug_assert_eq!(i, out.len());
+    debug_assert!(words.next().is_none());
+    sum
 }
 
 /// Writes an IP + TCP packet into `buf`, copying `payload` (given as up to two slices, as
-/// a ring buffer hands them out). Returns the packet length, or None when `buf` is too small.
+/// a ring buffer hands them out). Returns the packet length, or None when `buf` is too small
+/// (or the tuple mixes address families, which connect and listen never let happen).
 pub fn emit_tcp(
     buf: &mut [u8],
     tuple: &FourTuple,
@@ -475,67 +552,104 @@ pub fn emit_tcp(
     payload: (&[u8], &[u8]),
 ) -> Option<usize> {
     let opt_len = options_len(seg);
-    let tcp_len = 20 + opt_len + payload.0.len() + payload.1.len();
-    let ip_len = if tuple.local.is_ipv4() {
-        IPV4_HDR
-    } else {
-        IPV6_HDR
-    };
+    let hdr_len = 20 + opt_len;
+    let tcp_len = hdr_len + payload.0.len() + payload.1.len();
+    let (src, dst) = (tuple.local.ip(), tuple.remote.ip());
+    let ip_len = if src.is_ipv4() { IPV4_HDR } else { IPV6_HDR };
     let total = ip_len + tcp_len;
     if buf.len() < total || total > u16::MAX as usize + ip_len {
         return None;
     }
-    let (src, dst) = (tuple.local.ip(), tuple.remote.ip());
-    write_ip_header(&mut buf[..ip_len], src, dst, IpProtocol::Tcp, tcp_len);
-    let t = &mut buf[ip_len..total];
-    t[0..2].copy_from_slice(&tuple.local.port().to_be_bytes());
-    t[2..4].copy_from_slice(&tuple.remote.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seg.seq.raw().to_be_bytes());
+    let (ip, rest) = buf.split_at_mut(ip_len);
+    let mut sum = write_ip_header(ip, src, dst, PROTO_TCP, tcp_len)?;
+    let t = &mut rest[..tcp_len];
+    let (h, data) = t.split_at_mut(hdr_len);
     let ack = if seg.flags.ack { seg.ack.raw() } else { 0 };
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = (((20 + opt_len) / 4) as u8) << 4;
-    t[13] = (seg.flags.fin as u8)
-        | (seg.flags.syn as u8) << 1
-        | (seg.flags.rst as u8) << 2
-        | (seg.flags.psh as u8) << 3
-        | (seg.flags.ack as u8) << 4;
-    t[14..16].copy_from_slice(&seg.window.to_be_bytes());
-    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    write_options(seg, &mut t[20..20 + opt_len]);
-    let p0 = 20 + opt_len;
-    t[p0..p0 + payload.0.len()].copy_from_slice(payload.0);
-    t[p0 + payload.0.len()..].copy_from_slice(payload.1);
-    let mut tcp = TcpPacket::new_unchecked(t);
-    tcp.fill_checksum(&ip_of(src), &ip_of(dst));
+    let flags = u32::from(seg.flags.fin)
+        | u32::from(seg.flags.syn) << 1
+        | u32::from(seg.flags.rst) << 2
+        | u32::from(seg.flags.psh) << 3
+        | u32::from(seg.flags.ack) << 4;
+    let fixed = [
+        u32::from(tuple.local.port()) << 16 | u32::from(tuple.remote.port()),
+        seg.seq.raw(),
+        ack,
+        ((hdr_len / 4) as u32) << 28 | flags << 16 | u32::from(seg.window),
+        0, // checksum (filled in below) and urgent pointer
+    ];
+    // The header's words are summed as integers while they are written, as the options'.
+    let mut words = 0u64;
+    for (o, w) in h.chunks_exact_mut(4).zip(fixed) {
+        o.copy_from_slice(&w.to_be_bytes());
+        words += u64::from(w);
+    }
+    words += write_options(seg, &mut h[20..]);
+    sum.add_be_sum(words);
+    // The payload is summed while it is copied, so its bytes are read once.
+    // Most segments carry no payload, or only one slice of it.
+    if !data.is_empty() {
+        let (d0, d1) = data.split_at_mut(payload.0.len());
+        sum.copy_and_add(d0, payload.0);
+        if !d1.is_empty() {
+            sum.copy_and_add(d1, payload.1);
+        }
+    }
+    h[16..18].copy_from_slice(&sum.finish().to_be_bytes());
     Some(total)
 }
 
-fn write_ip_header(h: &mut [u8], src: IpAddr, dst: IpAddr, proto: IpProtocol, payload: usize) {
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_ICMPV6: u8 = 58;
+
+/// Writes the IP header for `payload` bytes of `proto` and returns the transport
+/// pseudo-header sum, or None when the addresses are of different families.
+#[inline(always)]
+fn write_ip_header(
+    h: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    payload: usize,
+) -> Option<Checksum> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (IPV4_HDR + payload) as u16;
             h[0] = 0x45;
             h[1] = 0;
-            h[2..4].copy_from_slice(&((IPV4_HDR + payload) as u16).to_be_bytes());
+            h[2..4].copy_from_slice(&total.to_be_bytes());
             h[4..6].copy_from_slice(&[0, 0]);
             h[6..8].copy_from_slice(&[0x40, 0]); // DF: TCP does its own MSS sizing
             h[8] = 64;
-            h[9] = u8::from(proto);
-            h[10..12].copy_from_slice(&[0, 0]);
+            h[9] = proto;
             h[12..16].copy_from_slice(&s.octets());
             h[16..20].copy_from_slice(&d.octets());
-            let mut ip = Ipv4Packet::new_unchecked(h);
-            ip.fill_checksum();
+            // The header checksum from the fields, not from the bytes just written: the
+            // addresses are summed once for it and for the pseudo-header.
+            let mut addrs = Checksum::new();
+            addrs.add_u32(s.to_bits());
+            addrs.add_u32(d.to_bits());
+            let mut ip = addrs;
+            ip.add_u16(0x4500);
+            ip.add_u16(total);
+            ip.add_u16(0x4000);
+            ip.add_u16(64 << 8 | u16::from(proto));
+            h[10..12].copy_from_slice(&ip.finish().to_be_bytes());
+            let mut pseudo = addrs;
+            pseudo.add_u16(u16::from(proto));
+            pseudo.add_u16(payload as u16);
+            Some(pseudo)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
             h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-            h[6] = u8::from(proto);
+            h[6] = proto;
             h[7] = 64;
             h[8..24].copy_from_slice(&s.octets());
             h[24..40].copy_from_slice(&d.octets());
+            Some(checksum::pseudo_header_v6(s, d, proto, payload as u32))
         }
-        // Tuples are always single-family; mixed families are rejected at connect/listen.
-        _ => h.fill(0),
+        _ => None,
     }
 }
 
@@ -553,10 +667,10 @@ pub fn emit_echo_reply(buf: &mut [u8], req: &EchoRequest<'_>) -> Option<usize> {
         return None;
     }
     let (proto, src, dst) = match req.src {
-        IpAddr::V4(_) => (IpProtocol::Icmp, req.dst, req.src),
-        IpAddr::V6(_) => (IpProtocol::Icmpv6, req.dst, req.src),
+        IpAddr::V4(_) => (PROTO_ICMP, req.dst, req.src),
+        IpAddr::V6(_) => (PROTO_ICMPV6, req.dst, req.src),
     };
-    write_ip_header(&mut buf[..ip_len], src, dst, proto, icmp_len);
+    let pseudo = write_ip_header(&mut buf[..ip_len], src, dst, proto, icmp_len)?;
     let body = &mut buf[ip_len..total];
     body[0] = if req.src.is_ipv4() { 0 } else { 129 };
     body[1] = 0;
@@ -564,16 +678,14 @@ pub fn emit_echo_reply(buf: &mut [u8], req: &EchoRequest<'_>) -> Option<usize> {
     body[4..6].copy_from_slice(&req.ident.to_be_bytes());
     body[6..8].copy_from_slice(&req.seq_no.to_be_bytes());
     body[8..].copy_from_slice(req.data);
-    match (src, dst) {
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut p = Icmpv6Packet::new_unchecked(body);
-            p.fill_checksum(&s, &d);
-        }
-        _ => {
-            let mut p = Icmpv4Packet::new_unchecked(body);
-            p.fill_checksum();
-        }
-    }
+    // ICMPv6 covers a pseudo-header (RFC 4443 §2.3), ICMPv4 only its own bytes.
+    let mut sum = if proto == PROTO_ICMPV6 {
+        pseudo
+    } else {
+        Checksum::new()
+    };
+    sum.add_bytes(body);
+    body[2..4].copy_from_slice(&sum.finish().to_be_bytes());
     Some(total)
 }
 
@@ -618,6 +730,48 @@ mod tests {
         }
         let o = parse_options(&b);
         assert_eq!(o.sack[3], Some((SeqNum(300), SeqNum(350))));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_general_walk() {
+        let layouts: [&[u8]; 4] = [
+            &[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 9],
+            &[
+                2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
+            ],
+            &[
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7,
+            ],
+            &[],
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let mut b = layouts[(next() % 4) as usize].to_vec();
+            // Up to three edits: a byte changed (often to an option kind or length), one
+            // added or one removed, so near misses of each layout are compared too.
+            for _ in 0..next() % 4 {
+                let r = next();
+                let v = [0, 1, 2, 3, 4, 8, 10, r as u8][(r >> 8) as usize % 8];
+                match (r >> 16) % 3 {
+                    0 if !b.is_empty() => {
+                        let i = (r >> 24) as usize % b.len();
+                        b[i] = v;
+                    }
+                    1 => b.insert((r >> 24) as usize % (b.len() + 1), v),
+                    _ if !b.is_empty() => {
+                        b.remove((r >> 24) as usize % b.len());
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(parse_options(&b), parse_options_slow(&b), "{b:?}");
+        }
     }
 
     #[test]
