@@ -119,6 +119,21 @@ impl IsnGenerator {
         let m = (now.micros() / 4) as u32;
         SeqNum(f.wrapping_add(m))
     }
+
+    /// [`IsnGenerator::isn`] and the connection's timestamp offset (RFC 7323 §5.4) from
+    /// one hash: the ISN takes the low 32 bits of F, the offset the high 32. A peer sees
+    /// both halves for its own 4-tuple only, which tells it nothing about another tuple's
+    /// (F is a PRF); one hash per connection instead of two.
+    pub fn isn_and_ts_offset(&self, now: Instant, tuple: &FourTuple) -> (SeqNum, u32) {
+        let f = f_tuple(self.key, &tuple.local, &tuple.remote);
+        let m = (now.micros() / 4) as u32;
+        (SeqNum((f as u32).wrapping_add(m)), (f >> 32) as u32)
+    }
+
+    /// The timestamp offset [`IsnGenerator::isn_and_ts_offset`] gives `tuple`.
+    pub fn ts_offset(&self, tuple: &FourTuple) -> u32 {
+        (f_tuple(self.key, &tuple.local, &tuple.remote) >> 32) as u32
+    }
 }
 
 /// RFC 6528's F over a 4-tuple: SipHash-2-4 of local ip, remote ip, local port, remote

@@ -292,7 +292,6 @@ pub struct Stack {
     tw: TimeWaitTable,
     ports: EphemeralPorts,
     isn: IsnGenerator,
-    ts_gen: IsnGenerator,
     timers: TimerHeap,
     tx: VecDeque<u32>,
     ctrl: VecDeque<Control>,
@@ -334,7 +333,6 @@ impl Stack {
         Stack {
             ports: EphemeralPorts::new(cfg.ephemeral_ports, derive_secret(seed, 1)),
             isn: IsnGenerator::new(seed),
-            ts_gen: IsnGenerator::new(derive_secret(seed, 2)),
             cfg,
             addrs: Vec::new(),
             conns: HashMap::new(),
@@ -666,11 +664,7 @@ impl Stack {
             self.counters.time_wait_reused += 1;
             floor = Some(reopen_isn_floor(&old));
         }
-        let iss = opts
-            .isn
-            .or(floor)
-            .unwrap_or_else(|| self.isn.isn(now, &tuple));
-        let mut tcb = self.new_tcb(now, tuple, iss);
+        let mut tcb = self.new_tcb(now, tuple, opts.isn.or(floor));
         if let Some(ts) = opts.timestamps {
             tcb.set_offer_timestamps(ts);
         }
@@ -691,11 +685,13 @@ impl Stack {
         })
     }
 
-    fn new_tcb(&mut self, now: Instant, tuple: FourTuple, iss: SeqNum) -> Box<Tcb> {
-        let ts_offset = self.ts_gen.isn(Instant::ZERO, &tuple).raw();
+    /// A TCB for `tuple`, with the RFC 6528 ISN unless `iss` is given (an experiment's
+    /// override, a TIME_WAIT reopen floor, a SYN cookie's).
+    fn new_tcb(&mut self, now: Instant, tuple: FourTuple, iss: Option<SeqNum>) -> Box<Tcb> {
+        let (hashed, ts_offset) = self.isn.isn_and_ts_offset(now, &tuple);
         let init = TcbInit {
             tuple,
-            iss,
+            iss: iss.unwrap_or(hashed),
             ts_offset,
         };
         match self.spare_tcbs.pop() {
@@ -950,8 +946,7 @@ impl Stack {
         }
         if seg.flags.syn && !seg.flags.ack && !seg.flags.rst {
             if let Some(l) = self.find_listener(seg.tuple.local) {
-                let iss = self.isn.isn(now, &seg.tuple);
-                self.passive_open(now, l, seg, iss);
+                self.passive_open(now, l, seg, None);
                 return;
             }
         }
@@ -971,7 +966,7 @@ impl Stack {
         }
     }
 
-    fn passive_open(&mut self, now: Instant, l: u32, seg: &Segment<'_>, iss: SeqNum) {
+    fn passive_open(&mut self, now: Instant, l: u32, seg: &Segment<'_>, iss: Option<SeqNum>) {
         let Some(listener) = self.listeners[l as usize].item.as_ref() else {
             return;
         };
@@ -1088,7 +1083,7 @@ impl Stack {
             Some((_, tsecr)) => cookie::decode_ts_options(tsecr),
             None => (None, false),
         };
-        let mut tcb = self.new_tcb(now, seg.tuple, seg.ack - 1u32);
+        let mut tcb = self.new_tcb(now, seg.tuple, Some(seg.ack - 1u32));
         tcb.listener = Some(l);
         tcb.open_from_cookie(now, seg, info.mss, wscale, sack);
         let idx = self.insert_tcb(tcb);
@@ -1149,7 +1144,7 @@ impl Stack {
             Some(TwAction::Reopen { old }) => {
                 self.counters.time_wait_reopened += 1;
                 match self.find_listener(seg.tuple.local) {
-                    Some(l) => self.passive_open(now, l, seg, reopen_isn_floor(&old)),
+                    Some(l) => self.passive_open(now, l, seg, Some(reopen_isn_floor(&old))),
                     None => self.reply_closed(seg),
                 }
             }
@@ -1160,7 +1155,7 @@ impl Stack {
     }
 
     fn ts_clock(&self, now: Instant, tuple: &FourTuple) -> u32 {
-        (now.millis() as u32).wrapping_add(self.ts_gen.isn(Instant::ZERO, tuple).raw())
+        (now.millis() as u32).wrapping_add(self.isn.ts_offset(tuple))
     }
 
     fn queue_rst(&mut self, tuple: FourTuple, seq: SeqNum, ack: Option<SeqNum>, bounded: bool) {
