@@ -15,10 +15,11 @@
 //! The index maps a 4-tuple to its slot's *absolute position* (a wrapping counter; ring
 //! index = position - position of the front). It is bucketised open addressing: a bucket
 //! is one cache line with seven (32-bit hash, position) pairs and a count of entries that
-//! overflowed past it, so a miss usually reads one line of the index and nothing else, and
-//! a hit reads that line and the ring slot whose key it then compares. The key is stored
-//! once, in the ring; the index costs 8 bytes per entry at up to 79% load, and resizes
-//! (by 1.5x, any bucket count) from the stored hashes without reading the ring.
+//! overflowed past it; a 4-byte side word per bucket (used bits and a small Bloom summary,
+//! small enough to stay in cache) answers most misses alone, and a hit reads the bucket
+//! line and then the ring slot whose key it compares. The key is stored once, in the
+//! ring; the index costs 8 bytes per entry at up to 79% load plus the side words, and
+//! resizes (by 1.5x, any bucket count) from the stored hashes without reading the ring.
 //!
 //! Removing an entry from the middle (remove, RST, reopen, eviction) marks its slot dead (a
 //! tombstone) and deletes it from the index; restarting the 2MSL timer (retransmitted FIN,
@@ -515,8 +516,8 @@ impl<T: Copy> core::ops::IndexMut<usize> for Ring<T> {
 const B_SLOTS: usize = 7;
 /// The used-slot bits of a side word.
 const USED_MASK: u32 = (1 << B_SLOTS) - 1;
-/// Summary bits of a side word: the 25 above the used bits.
-const SUM_BITS: u32 = 32 - B_SLOTS as u32;
+/// Side-word flag: the bucket's overflow count is not 0.
+const OVER_BIT: u32 = 1 << B_SLOTS;
 
 /// One cache line of the index: for each slot, the entry's 32-bit hash and its ring
 /// position.
@@ -579,16 +580,17 @@ impl Bucket {
 ///
 /// Beside the buckets sits one 32-bit side word per bucket, 1/16 of their size, so it
 /// stays in cache where the buckets cannot (1 MB at 1M entries, 9 MB at 10M). It holds
-/// the bucket's used-slot bits, so an insert picks its slot without first reading the
-/// bucket line (the stores into it do not stall), and a summary: two bits of 25 set for
-/// each entry whose *home* is the bucket (a tiny Bloom filter), so most misses, and the
-/// lookup that starts every insert, end without reading a bucket. A hit pays nothing
-/// extra: the bucket load does not wait for the side word.
+/// the bucket's used-slot bits, so an insert picks its slot without first loading the
+/// bucket line (it only stores into it), a flag "some entry overflowed past this bucket",
+/// and a summary: two of 24 bits set for each entry whose *home* is the bucket (a tiny
+/// partitioned Bloom filter), so most misses, and the lookup that starts every insert,
+/// end without reading a bucket. A hit pays nothing extra: the bucket load does not wait
+/// for the side word.
 struct HashIndex {
     buckets: Vec<Bucket>,
-    /// Per bucket: used-slot bits (low 7) | the OR of [`sum_bits`] of the entries whose
-    /// home it is. The summary of a bucket is rebuilt when one of those entries leaves,
-    /// so it never goes stale.
+    /// Per bucket: used-slot bits (0..7) | [`OVER_BIT`] | the OR of [`sum_bits`] of the
+    /// entries whose home it is (8..32). The summary of a bucket is rebuilt when one of
+    /// those entries leaves, so it never goes stale.
     side: Vec<u32>,
     len: usize,
 }
@@ -600,14 +602,13 @@ fn short_hash(h: u64) -> u32 {
     (h ^ (h >> 32)) as u32 | 1
 }
 
-/// The summary bits of hash `h` in a side word: two of the high 25, from a remix of all of
-/// `h` (entries sharing a home share the high bits of `h`, which pick the bucket).
+/// The summary bits of hash `h` in a side word: one of the 16 bits 8..24 and one of the 8
+/// bits 24..32 (a partitioned Bloom filter, k = 2). They come from the low bits of `h`;
+/// the bucket comes from its high bits, so entries sharing a home differ here (for tables
+/// below 2^23 buckets, 38M entries; larger ones only see more false positives).
 #[inline]
 fn sum_bits(h: u32) -> u32 {
-    let g = h.wrapping_mul(0x9e37_79b1);
-    let a = ((g >> 16) * SUM_BITS) >> 16;
-    let b = ((g & 0xffff) * SUM_BITS) >> 16;
-    (1 << (B_SLOTS as u32 + a)) | (1 << (B_SLOTS as u32 + b))
+    (1 << (8 + ((h >> 1) & 15))) | (1 << (24 + ((h >> 5) & 7)))
 }
 
 impl HashIndex {
@@ -734,6 +735,7 @@ impl HashIndex {
                 return;
             }
             buckets[b].add_over();
+            side[b] |= OVER_BIT;
             b = if b + 1 == n { 0 } else { b + 1 };
         }
         debug_assert!(false, "index full");
@@ -755,6 +757,9 @@ impl HashIndex {
         let mut b = home;
         while b != at {
             self.buckets[b].sub_over();
+            if !self.buckets[b].overflowed() {
+                self.side[b] &= !OVER_BIT;
+            }
             b = self.next(b);
         }
         self.len -= 1;
@@ -777,7 +782,27 @@ impl HashIndex {
     /// in it or, past it, in the run of overflowed buckets (each counts them). The removal
     /// just read those lines, so this costs no extra miss.
     fn resum(&mut self, home: usize) {
+        let n = self.side.len();
+        let prev = if home == 0 {
+            n.wrapping_sub(1)
+        } else {
+            home - 1
+        };
+        let spilled = |b: usize| self.side.get(b).is_none_or(|&w| w & OVER_BIT != 0);
         let mut s = 0;
+        if !spilled(home) && !spilled(prev) {
+            // The common case: nothing overflowed into this bucket (the one before did not
+            // overflow) nor out of it, so its entries are exactly those whose home it is.
+            if let (Some(bk), Some(&w)) = (self.buckets.get(home), self.side.get(home)) {
+                for (i, &h) in bk.tags[..B_SLOTS].iter().enumerate() {
+                    s |= sum_bits(h) & ((w >> i) & 1).wrapping_neg();
+                }
+            }
+            if let Some(w) = self.side.get_mut(home) {
+                *w = (*w & (USED_MASK | OVER_BIT)) | s;
+            }
+            return;
+        }
         let mut b = home;
         for _ in 0..self.buckets.len() {
             let bk = &self.buckets[b];
@@ -793,7 +818,7 @@ impl HashIndex {
             b = self.next(b);
         }
         if let Some(w) = self.side.get_mut(home) {
-            *w = (*w & USED_MASK) | s;
+            *w = (*w & (USED_MASK | OVER_BIT)) | s;
         }
     }
 
@@ -2363,7 +2388,7 @@ mod tests {
         let mut ix = HashIndex::new();
         let mut model: StdMap<u32, u32> = StdMap::new();
         // Few distinct hashes, all odd, many near u32::MAX so runs wrap to bucket 0.
-        let hashes: Vec<u32> = (0..24u32)
+        let mut hashes: Vec<u32> = (0..24u32)
             .map(|i| {
                 if i % 3 == 0 {
                     u32::MAX - 2 * i
@@ -2372,6 +2397,8 @@ mod tests {
                 }
             })
             .collect();
+        // And spread ones, so that most buckets take the no-overflow paths.
+        hashes.extend((0..200).map(|_| rng.next() as u32 | 1));
         for step in 0..20_000u32 {
             if rng.below(3) != 0 || model.is_empty() {
                 let h = hashes[rng.below(hashes.len() as u64) as usize];
@@ -2419,6 +2446,9 @@ mod tests {
                 // And the side words, exactly (used bits, no stale summary bits).
                 let mut side = vec![0u32; n];
                 for (b, bk) in ix.buckets.iter().enumerate() {
+                    if bk.overflowed() {
+                        side[b] |= OVER_BIT;
+                    }
                     for i in 0..B_SLOTS {
                         if bk.tags[i] != 0 {
                             side[b] |= 1 << i;
