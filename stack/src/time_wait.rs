@@ -977,10 +977,26 @@ impl<K: Key> Lane<K> {
     /// O(ring length), paid for by the tombstones it removes.
     fn compact(&mut self, hb: &SipBuild) {
         let mut w = 0usize;
+        let mut warmed_to = 0usize;
+        let mut acc = 0u32;
         for r in 0..self.ring.len() {
             let s = self.ring[r];
             if !s.alive() {
                 continue;
+            }
+            if r >= warmed_to {
+                // As in `expire`: load the next batch of index lines together.
+                let mut k = r;
+                let mut n = 0;
+                while n < WARM_BATCH {
+                    let Some(t) = self.ring.get(k) else { break };
+                    if t.alive() {
+                        acc ^= self.index.peek(short_hash(hb.hash_one(t.key)));
+                        n += 1;
+                    }
+                    k += 1;
+                }
+                warmed_to = k;
             }
             if w != r {
                 self.ring[w] = s;
@@ -993,6 +1009,7 @@ impl<K: Key> Lane<K> {
             }
             w += 1;
         }
+        core::hint::black_box(acc);
         self.ring.truncate(w);
     }
 
