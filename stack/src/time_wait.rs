@@ -683,6 +683,12 @@ impl HashIndex {
         self.buckets.get(b).map_or(0, |bk| bk.tags[0]) ^ self.side.get(b).copied().unwrap_or(0)
     }
 
+    /// Like [`peek`](Self::peek), the bucket line only (what a repoint reads).
+    #[inline]
+    fn peek_bucket(&self, h: u32) -> u32 {
+        self.buckets.get(self.home(h)).map_or(0, |bk| bk.tags[0])
+    }
+
     /// Bucket and slot holding (`h`, `pos`).
     fn locate(&self, h: u32, pos: u32) -> Option<(usize, usize)> {
         if self.buckets.is_empty() {
@@ -991,7 +997,7 @@ impl<K: Key> Lane<K> {
                 while n < WARM_BATCH {
                     let Some(t) = self.ring.get(k) else { break };
                     if t.alive() {
-                        acc ^= self.index.peek(short_hash(hb.hash_one(t.key)));
+                        acc ^= self.index.peek_bucket(short_hash(hb.hash_one(t.key)));
                         n += 1;
                     }
                     k += 1;
