@@ -9,9 +9,16 @@
 //! from the insertion number, lookups and reopens pick live entries at random.
 //!
 //! Bytes per entry come from a counting global allocator: the heap bytes allocated
-//! while a fresh table is filled to N, divided by N (capacities included: the ring and the
-//! index grow by doubling, so the figure depends on where N falls between two powers of
-//! two). The bench prints them with the table's own `memory_bytes()` estimate.
+//! while a fresh table is filled to N, divided by N (capacities included: the ring grows
+//! in fixed chunks, the index by 1.5x, so the figure depends a little on where N falls
+//! between two index sizes). The bench prints them with the table's own `memory_bytes()`
+//! estimate.
+//!
+//! At 1M and 10M entries every random operation is a cache and TLB miss on 4 KiB pages.
+//! To see what 2 MiB pages change, run the same bench with glibc's malloc asked to use
+//! transparent huge pages (the stack itself makes no system calls, so this stays out of
+//! it): `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 cargo bench --bench time_wait` (glibc 2.35
+//! or later, THP `enabled` = `madvise` or `always`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
