@@ -199,6 +199,10 @@ pub const MAX_CAP: usize = 1 << 30;
 const MIN_COMPACT: usize = 64;
 /// Index lines loaded ahead, together, by bulk removals (expiry, compaction).
 const WARM_BATCH: usize = 8;
+/// Below this many index buckets (64 B each: 4 MiB) the index stays in the caches, and
+/// loading lines ahead is only a second hash per removal: connection churn with a small
+/// table pays for it in every expiry.
+const WARM_MIN_BUCKETS: usize = 1 << 16;
 /// Capacities below this are never shrunk.
 const MIN_SHRINK: usize = 1024;
 
@@ -990,7 +994,7 @@ impl<K: Key> Lane<K> {
             if !s.alive() {
                 continue;
             }
-            if r >= warmed_to {
+            if r >= warmed_to && self.index.buckets.len() >= WARM_MIN_BUCKETS {
                 // As in `expire`: load the next batch of index lines together.
                 let mut k = r;
                 let mut n = 0;
@@ -1049,7 +1053,7 @@ impl<K: Key> Lane<K> {
         let mut warmed = 0;
         let mut acc = 0u32;
         while self.front_expiry(epoch_ms).is_some_and(|exp| exp <= now_us) {
-            if warmed == 0 {
+            if warmed == 0 && self.index.buckets.len() >= WARM_MIN_BUCKETS {
                 // Each removal reads a random index line. Loading the next few lines
                 // back to back lets their misses overlap instead of queueing one per
                 // entry (a prefetch, which `forbid(unsafe_code)` rules out otherwise).
@@ -1069,7 +1073,7 @@ impl<K: Key> Lane<K> {
                 self.head = self.head.wrapping_add(1);
             }
             n += 1;
-            warmed -= 1;
+            warmed = warmed.saturating_sub(1);
         }
         core::hint::black_box(acc);
         self.shrink();
