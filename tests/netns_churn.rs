@@ -5,58 +5,13 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{net_ready, run_limited, Netns, BIN, KERNEL_IP};
+use support::{net_ready, run_limited, KernelPeer, Netns, BIN, KERNEL_IP};
 
 const COUNT: u64 = 1000;
-
-/// `fourtuple kernel-peer` in `ns`, killed on drop.
-struct KernelPeer(Child);
-
-impl KernelPeer {
-    fn start(ns: &Netns, port: u16, close: &str) -> KernelPeer {
-        // It binds the wildcard address: 192.0.2.1 appears only when churn creates the TUN.
-        let listen = format!("0.0.0.0:{port}");
-        let child = ns
-            .cmd(&[
-                BIN,
-                "kernel-peer",
-                "--listen",
-                &listen,
-                "--close",
-                close,
-                "--linger",
-                "1s",
-                "--exit-after",
-                "120s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kernel-peer");
-        let peer = KernelPeer(child);
-        // Wait until it listens.
-        for _ in 0..200 {
-            let out = ns.run(&["ss", "-Htln", &format!("sport = :{port}")]);
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return peer;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("kernel-peer never listened on {listen}");
-    }
-}
-
-impl Drop for KernelPeer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `churn --target` and returns its JSON report.
 fn churn(ns: &Netns, port: u16, close: &str) -> Value {
@@ -118,7 +73,7 @@ fn check(close: &str, port: u16, tw_fourtuple: u64, tw_kernel: usize) {
         return;
     }
     let ns = Netns::new(&format!("churn-{close}"));
-    let _peer = KernelPeer::start(&ns, port, close);
+    let _peer = KernelPeer::start(&ns, port, &["--close", close, "--linger", "1s"]);
     let r = churn(&ns, port, close);
     assert_eq!(u(&r, "completed"), COUNT, "{r}");
     assert_eq!(u(&r, "failed"), 0, "{r}");

@@ -5,54 +5,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{net_ready, run_limited, Netns, BIN, KERNEL_IP};
+use support::{net_ready, run_limited, KernelPeer, Netns, BIN, KERNEL_IP};
 
 const COUNT: u64 = 1000;
 const PORT: u16 = 10_400;
-
-/// `fourtuple kernel-peer` in `ns`, killed on drop.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_peer(ns: &Netns) -> Peer {
-    // The wildcard address: 192.0.2.1 exists only while churn's TUN does.
-    let listen = format!("0.0.0.0:{PORT}");
-    let child = ns
-        .cmd(&[
-            BIN,
-            "kernel-peer",
-            "--listen",
-            &listen,
-            "--close",
-            "client",
-            "--exit-after",
-            "120s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kernel-peer");
-    let peer = Peer(child);
-    for _ in 0..200 {
-        let out = ns.run(&["ss", "-Htln", &format!("sport = :{PORT}")]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return peer;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("kernel-peer never listened on {listen}");
-}
 
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64()
@@ -68,7 +28,7 @@ fn churn_vs_kernel_runs_both_clients_and_prints_the_ratio() {
         return;
     }
     let ns = Netns::new("vs-kernel");
-    let _peer = start_peer(&ns);
+    let _peer = KernelPeer::start(&ns, PORT, &["--close", "client"]);
     let target = format!("{KERNEL_IP}:{PORT}");
     let count = COUNT.to_string();
     let mut c: Command = ns.cmd(&[

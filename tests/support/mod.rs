@@ -442,3 +442,41 @@ pub fn check_pcap(pcap: &TempPath, min_packets: usize) {
         "malformed packets or bad checksums:\n{bad}\nfull capture:\n{listing}"
     );
 }
+
+/// `fourtuple kernel-peer` (the kernel-side churn server) in `ns`, listening on the
+/// wildcard address (192.0.2.1 exists only while the test's TUN does), killed on drop.
+pub struct KernelPeer(Child);
+
+impl KernelPeer {
+    /// Starts it on `port` with `extra` flags (`--close`, `--linger`, ...) and waits until it
+    /// listens; it exits by itself after 120 s.
+    pub fn start(ns: &Netns, port: u16, extra: &[&str]) -> KernelPeer {
+        let listen = format!("0.0.0.0:{port}");
+        let mut args = vec![BIN, "kernel-peer", "--listen", &listen];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--exit-after", "120s"]);
+        let child = ns
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kernel-peer");
+        let peer = KernelPeer(child);
+        for _ in 0..200 {
+            let out = ns.run(&["ss", "-Htln", &format!("sport = :{port}")]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return peer;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("kernel-peer never listened on {listen}");
+    }
+}
+
+impl Drop for KernelPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
