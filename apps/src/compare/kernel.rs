@@ -397,37 +397,8 @@ pub fn s1(reuse: Reuse) -> ScenarioResult {
         Ok(s) => s,
         Err(f) => return from_failure(result(variant), f),
     };
-    let local = sa(CLIENT_IP, 40001);
     let remote = sa(SERVER_IP, 8080);
-    let mut r = result(variant);
-    if let Err(f) = lifecycle(
-        Some(local),
-        remote,
-        reuse.on_old(),
-        ClientClose::First,
-        false,
-    ) {
-        r.detail = format!("first connection failed: {}", f.detail);
-        return from_failure(r, f);
-    }
-    settle_time_wait(1, 0);
-    r = match lifecycle(
-        Some(local),
-        remote,
-        reuse.on_new(),
-        ClientClose::First,
-        false,
-    ) {
-        Ok(()) => {
-            r.outcome = Outcome::Ok;
-            r.completed = 1;
-            r
-        }
-        Err(f) => from_failure(r, f),
-    };
-    let tw = count_time_wait();
-    r.time_wait_client = tw.client;
-    r.time_wait_server = tw.server;
+    let r = reconnect_from_time_wait(variant, sa(CLIENT_IP, 40001), remote, remote, reuse);
     drop(server);
     r
 }
@@ -455,11 +426,29 @@ pub fn s2(reuse: Reuse, other_addr: bool) -> ScenarioResult {
             Err(f) => return from_failure(result(variant), f),
         }
     }
-    let local = sa(CLIENT_IP, 40002);
+    let second = if other_addr {
+        sa(SERVER_IP2, 8080)
+    } else {
+        sa(SERVER_IP, 8081)
+    };
+    let first = sa(SERVER_IP, 8080);
+    reconnect_from_time_wait(variant, sa(CLIENT_IP, 40002), first, second, reuse)
+}
+
+/// S1 and S2's body: a lifecycle from `local` to `first` that the client closes first
+/// (leaving `local` in TIME_WAIT), then one from `local` to `second`; the outcome is the
+/// second's, with the TIME_WAIT counts after it.
+fn reconnect_from_time_wait(
+    variant: &str,
+    local: SocketAddr,
+    first: SocketAddr,
+    second: SocketAddr,
+    reuse: Reuse,
+) -> ScenarioResult {
     let mut r = result(variant);
     if let Err(f) = lifecycle(
         Some(local),
-        sa(SERVER_IP, 8080),
+        first,
         reuse.on_old(),
         ClientClose::First,
         false,
@@ -468,11 +457,6 @@ pub fn s2(reuse: Reuse, other_addr: bool) -> ScenarioResult {
         return from_failure(r, f);
     }
     settle_time_wait(1, 0);
-    let second = if other_addr {
-        sa(SERVER_IP2, 8080)
-    } else {
-        sa(SERVER_IP, 8081)
-    };
     let mut r = match lifecycle(
         Some(local),
         second,
