@@ -23,7 +23,7 @@ pub const TS_OPTION_BITS: u32 = 0x1f;
 /// Makes and checks cookies with a per-stack secret.
 #[derive(Clone)]
 pub struct CookieJar {
-    key: [u8; 16],
+    key: SipKey,
 }
 
 impl core::fmt::Debug for CookieJar {
@@ -42,7 +42,9 @@ pub struct CookieInfo {
 impl CookieJar {
     /// A jar keyed by `key`.
     pub fn new(key: [u8; 16]) -> CookieJar {
-        CookieJar { key }
+        CookieJar {
+            key: SipKey::new(key),
+        }
     }
 
     fn counter(now: Instant) -> u32 {
@@ -62,7 +64,7 @@ impl CookieJar {
             r as u64,
             ports << 32 | u64::from(peer_isn.raw()),
         ];
-        let h = siphash24(SipKey::new(self.key), words, u64::from(t << 8 | m), 4);
+        let h = siphash24(self.key, words, u64::from(t << 8 | m), 4);
         (h as u32) & 0x00ff_ffff
     }
 

@@ -1201,15 +1201,14 @@ impl Stack {
             // The common case (data, ACKs, application calls that change no state): a
             // live connection stays live in the same state; only output, timers and
             // events can have changed.
-            Self::schedule(&mut self.timers, idx, t);
-            if !t.in_tx_queue && t.wants_tx() {
-                t.in_tx_queue = true;
-                self.tx.push_back(idx);
-            }
-            if t.held && !t.queued_event && !t.events.is_empty() {
-                t.queued_event = true;
-                self.events.push_back(EventRef::Conn(idx));
-            }
+            Self::queue_work(
+                &mut self.timers,
+                &mut self.tx,
+                &mut self.events,
+                idx,
+                t,
+                true,
+            );
             return;
         }
         match d {
@@ -1321,22 +1320,40 @@ impl Stack {
             t.in_conns = false;
             self.conns.remove(&TupleKey::from(&t.tuple));
         }
-        if live {
-            Self::schedule(&mut self.timers, idx, t);
-        }
-        if live && !t.in_tx_queue && t.wants_tx() {
-            t.in_tx_queue = true;
-            self.tx.push_back(idx);
-        }
-        let Some(t) = self.slots[idx as usize].item.as_mut() else {
-            return;
-        };
-        if t.held && !t.events.is_empty() && !t.queued_event {
-            t.queued_event = true;
-            self.events.push_back(EventRef::Conn(idx));
-        }
+        Self::queue_work(
+            &mut self.timers,
+            &mut self.tx,
+            &mut self.events,
+            idx,
+            t,
+            live,
+        );
         if !live && !t.held {
             self.free_slot(idx);
+        }
+    }
+
+    /// What follows any TCB call: a live connection's timer and place in the transmit
+    /// queue, and an event for the application when it holds the handle.
+    #[inline(always)]
+    fn queue_work(
+        timers: &mut TimerHeap,
+        tx: &mut VecDeque<u32>,
+        events: &mut VecDeque<EventRef>,
+        idx: u32,
+        t: &mut Tcb,
+        live: bool,
+    ) {
+        if live {
+            Self::schedule(timers, idx, t);
+            if !t.in_tx_queue && t.wants_tx() {
+                t.in_tx_queue = true;
+                tx.push_back(idx);
+            }
+        }
+        if t.held && !t.queued_event && !t.events.is_empty() {
+            t.queued_event = true;
+            events.push_back(EventRef::Conn(idx));
         }
     }
 
