@@ -17,6 +17,8 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use fourtuple_stack::checksum::Checksum;
+
 use crate::gso::{Coalescer, GsoStats};
 use crate::Device;
 
@@ -313,30 +315,10 @@ fn write_vnet(
 /// Finishes a partial Internet checksum the way a NIC does for `CHECKSUM_PARTIAL`: the
 /// field at `at` holds the pseudo-header sum; add every 16-bit word from `start` to the end
 /// (the field included), fold, complement and store.
-///
-/// The one's-complement sum does not depend on byte order (RFC 1071), so it adds 32-bit
-/// words in native order into a 64-bit accumulator (a loop the compiler vectorises), folds,
-/// and stores the result in native order as well.
 fn finish_checksum(packet: &mut [u8], start: usize, at: usize) {
-    let data = &packet[start..];
-    let words = data.chunks_exact(4);
-    let rest = words.remainder();
-    let mut sum: u64 = words
-        .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-        .sum();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        sum += u64::from(u16::from_ne_bytes([p[0], p[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        // An odd last byte is the high half of a big-endian word padded with zero.
-        sum += u64::from(u16::from_ne_bytes([*last, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let folded = !(sum as u16);
-    packet[at..at + 2].copy_from_slice(&folded.to_ne_bytes());
+    let mut c = Checksum::new();
+    c.add_bytes(&packet[start..]);
+    packet[at..at + 2].copy_from_slice(&c.finish().to_be_bytes());
 }
 
 /// Writes `1` to `/proc/sys/net/ipv6/conf/NAME/disable_ipv6`. A kernel without IPv6 has no
