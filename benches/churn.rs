@@ -51,7 +51,6 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use fourtuple_stack::{
     Config, ConnHandle, Error, Event, EventSet, Instant as FtInstant, ListenerHandle, Stack,
 };
-use hashbrown::HashMap;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -116,6 +115,62 @@ trait Churn {
 
 // ---- fourtuple ------------------------------------------------------------------------
 
+/// Per-connection driver state indexed by [`ConnHandle::index`], as an application would
+/// keep it: the driver's own bookkeeping should cost next to nothing next to the stack's.
+struct Slab<T> {
+    items: Vec<Option<(ConnHandle, T)>>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            items: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn insert(&mut self, h: ConnHandle, v: T) {
+        let i = h.index();
+        if i >= self.items.len() {
+            self.items.resize_with(i + 1, || None);
+        }
+        if self.items[i].replace((h, v)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn get_mut(&mut self, h: ConnHandle) -> Option<&mut T> {
+        match self.items.get_mut(h.index()) {
+            // A stale handle (an older generation of the slot) is not this connection.
+            Some(Some((k, v))) if *k == h => Some(v),
+            _ => None,
+        }
+    }
+
+    fn get_or_insert(&mut self, h: ConnHandle, v: T) -> &mut T {
+        if self.get_mut(h).is_none() {
+            self.insert(h, v);
+        }
+        self.get_mut(h).expect("just inserted")
+    }
+
+    fn remove(&mut self, h: ConnHandle) {
+        if let Some(slot) = self.items.get_mut(h.index()) {
+            if slot.as_ref().is_some_and(|(k, _)| *k == h) {
+                *slot = None;
+                self.len -= 1;
+            }
+        }
+    }
+}
+
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum ClientPhase {
     Connecting,
@@ -136,8 +191,9 @@ struct FourtupleChurn {
     server: Stack,
     listeners: Vec<ListenerHandle>,
     in_flight: usize,
-    conns: HashMap<ConnHandle, ClientConn>,
-    served: HashMap<ConnHandle, usize>,
+    conns: Slab<ClientConn>,
+    /// Request bytes each server connection has read.
+    served: Slab<usize>,
     next_port: u16,
     buf: Vec<u8>,
 }
@@ -166,8 +222,8 @@ impl FourtupleChurn {
             server,
             listeners,
             in_flight,
-            conns: HashMap::new(),
-            served: HashMap::new(),
+            conns: Slab::default(),
+            served: Slab::default(),
             next_port: 0,
             buf: vec![0; MTU],
         }
@@ -197,11 +253,11 @@ impl FourtupleChurn {
             match self.server.recv(now, h, &mut rx) {
                 Ok(0) => {
                     self.server.close(now, h).expect("server close");
-                    self.served.remove(&h);
+                    self.served.remove(h);
                     return;
                 }
                 Ok(n) => {
-                    let got = self.served.entry(h).or_insert(0);
+                    let got = self.served.get_or_insert(h, 0);
                     assert_eq!(rx[..n], REQUEST[*got..*got + n], "request bytes");
                     *got += n;
                     if *got == REQUEST.len() {
@@ -218,7 +274,7 @@ impl FourtupleChurn {
     /// Moves a client lifecycle on; returns true when it completed (client in TIME-WAIT).
     fn pump_client(&mut self, now: FtInstant, h: ConnHandle, events: EventSet) -> bool {
         assert!(!events.contains(EventSet::ERROR), "client connection error");
-        let Some(c) = self.conns.get_mut(&h) else {
+        let Some(c) = self.conns.get_mut(h) else {
             return false;
         };
         let mut rx = [0u8; 64];
@@ -250,7 +306,7 @@ impl FourtupleChurn {
                         // The server's FIN: the client is in TIME-WAIT. Releasing the
                         // handle frees the TCB; the TIME_WAIT entry stays.
                         self.client.close(now, h).expect("client close");
-                        self.conns.remove(&h);
+                        self.conns.remove(h);
                         return true;
                     }
                     Ok(_) => panic!("client: bytes after the reply"),

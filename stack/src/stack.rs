@@ -42,6 +42,16 @@ pub struct ConnHandle {
     gen: u32,
 }
 
+impl ConnHandle {
+    /// The connection's slot number: small, dense and unique among the connections alive
+    /// at one time (a freed slot is reused under a new generation, which the stack checks),
+    /// so an application can keep per-connection state in a `Vec` indexed by it instead of
+    /// hashing handles.
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
 /// A handle to one listener.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub struct ListenerHandle {
@@ -672,13 +682,7 @@ impl Stack {
         tcb.open_active(now);
         self.counters.active_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(
-            now,
-            idx,
-            TcpState::Closed,
-            Disposition::Keep,
-            Report::default(),
-        );
+        self.after(now, idx, TcpState::Closed, Disposition::Keep);
         Ok(ConnHandle {
             idx,
             gen: self.slots[idx as usize].gen,
@@ -734,7 +738,7 @@ impl Stack {
             return Err(Error::WouldBlock);
         }
         let before = t.state;
-        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        self.after(now, h.idx, before, Disposition::Keep);
         Ok(n)
     }
 
@@ -756,7 +760,7 @@ impl Stack {
         }
         let n = t.recv(buf);
         let before = t.state;
-        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        self.after(now, h.idx, before, Disposition::Keep);
         Ok(n)
     }
 
@@ -766,7 +770,7 @@ impl Stack {
         let t = Self::tcb_in(&mut self.slots, h)?;
         let before = t.state;
         let d = t.shutdown_write(now, cfg);
-        self.after(now, h.idx, before, d, Report::default());
+        self.after(now, h.idx, before, d);
         Ok(())
     }
 
@@ -800,7 +804,7 @@ impl Stack {
                 d
             }
         };
-        self.after(now, h.idx, before, d, Report::default());
+        self.after(now, h.idx, before, d);
         Ok(())
     }
 
@@ -818,7 +822,7 @@ impl Stack {
         if !matches!(before, TcpState::Closed | TcpState::TimeWait) {
             self.counters.aborted += 1;
         }
-        self.after(now, h.idx, before, Disposition::Closed, Report::default());
+        self.after(now, h.idx, before, Disposition::Closed);
         Ok(())
     }
 
@@ -845,7 +849,7 @@ impl Stack {
         let t = Self::tcb_in(&mut self.slots, h)?;
         t.set_keepalive(on, now, cfg);
         let before = t.state;
-        self.after(now, h.idx, before, Disposition::Keep, Report::default());
+        self.after(now, h.idx, before, Disposition::Keep);
         Ok(())
     }
 
@@ -931,7 +935,8 @@ impl Stack {
             };
             let d = t.on_segment(now, cfg, seg, &mut rep);
             self.ooo_total = self.ooo_total + t.ooo_bytes() - ooo_before;
-            self.after(now, idx, before, d, rep);
+            self.apply_report(&rep);
+            self.after(now, idx, before, d);
             return;
         }
         if !self.tw.is_empty() && self.on_time_wait_segment(now, seg) {
@@ -993,13 +998,7 @@ impl Stack {
         }
         self.counters.passive_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(
-            now,
-            idx,
-            TcpState::Closed,
-            Disposition::Keep,
-            Report::default(),
-        );
+        self.after(now, idx, TcpState::Closed, Disposition::Keep);
     }
 
     fn cookies_recent(&self, now: Instant) -> bool {
@@ -1098,13 +1097,8 @@ impl Stack {
             self.ooo_total += t.ooo_bytes();
         }
         self.state_counts[TcpState::SynReceived.index()] += 1;
-        self.after(
-            now,
-            idx,
-            TcpState::SynReceived,
-            Disposition::Established,
-            rep,
-        );
+        self.apply_report(&rep);
+        self.after(now, idx, TcpState::SynReceived, Disposition::Established);
         true
     }
 
@@ -1190,14 +1184,15 @@ impl Stack {
     }
 
     /// Everything that follows a TCB call: counters, dispositions, queues, timers, frees.
-    fn after(&mut self, now: Instant, idx: u32, before: TcpState, d: Disposition, rep: Report) {
-        self.apply_report(&rep);
+    /// A segment's or timer's [`Report`] is applied by the caller first (application
+    /// calls have none): passing it here would copy it on every call.
+    fn after(&mut self, now: Instant, idx: u32, before: TcpState, d: Disposition) {
         let Some(t) = self.slots[idx as usize].item.as_mut() else {
             return;
         };
         let mut after_state = t.state;
         let in_table = t.in_conns;
-        if d == Disposition::Keep && after_state == before && in_table {
+        if matches!(d, Disposition::Keep) && after_state == before && in_table {
             // The common case (data, ACKs, application calls that change no state): a
             // live connection stays live in the same state; only output, timers and
             // events can have changed.
@@ -1576,7 +1571,8 @@ impl Stack {
             } else {
                 d
             };
-            self.after(now, idx, before, d, rep);
+            self.apply_report(&rep);
+            self.after(now, idx, before, d);
         }
     }
 
