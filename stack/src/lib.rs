@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookie;
 pub mod error;
 pub mod ethernet;
+mod fifo;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod isn;

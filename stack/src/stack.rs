@@ -20,6 +20,7 @@ use hashbrown::HashMap;
 use crate::config::{Config, Medium, ReusePolicy};
 use crate::cookie::{self, CookieJar};
 use crate::error::{Error, InUse};
+use crate::fifo::Fifo;
 use crate::ethernet::{EthernetLayer, FrameIn, NeighborConfig};
 use crate::isn::IsnGenerator;
 use crate::ports::EphemeralPorts;
@@ -303,9 +304,9 @@ pub struct Stack {
     ports: EphemeralPorts,
     isn: IsnGenerator,
     timers: TimerHeap,
-    tx: VecDeque<u32>,
+    tx: Fifo<u32>,
     ctrl: VecDeque<Control>,
-    events: VecDeque<EventRef>,
+    events: Fifo<EventRef>,
     counters: Counters,
     state_counts: [usize; 11],
     challenge_window: (u64, u32),
@@ -354,9 +355,9 @@ impl Stack {
             listen_ports: vec![0; 65536],
             tw,
             timers: TimerHeap::default(),
-            tx: VecDeque::new(),
+            tx: Fifo::default(),
             ctrl: VecDeque::new(),
-            events: VecDeque::new(),
+            events: Fifo::default(),
             counters: Counters::default(),
             state_counts: [0; 11],
             challenge_window: (0, 0),
@@ -1333,8 +1334,8 @@ impl Stack {
     #[inline(always)]
     fn queue_work(
         timers: &mut TimerHeap,
-        tx: &mut VecDeque<u32>,
-        events: &mut VecDeque<EventRef>,
+        tx: &mut Fifo<u32>,
+        events: &mut Fifo<EventRef>,
         idx: u32,
         t: &mut Tcb,
         live: bool,
@@ -1469,7 +1470,7 @@ impl Stack {
                 None => self.counters.tx_buffer_too_small += 1,
             }
         }
-        while let Some(&idx) = self.tx.front() {
+        while let Some(idx) = self.tx.front() {
             let Some(t) = self.slots[idx as usize].item.as_mut() else {
                 self.tx.pop_front();
                 continue;
