@@ -9,6 +9,7 @@
 
 pub mod checksum;
 pub mod config;
+mod conn_index;
 pub mod cookie;
 pub mod error;
 pub mod ethernet;

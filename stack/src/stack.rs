@@ -18,10 +18,11 @@ use std::net::{IpAddr, SocketAddr};
 use hashbrown::HashMap;
 
 use crate::config::{Config, Medium, ReusePolicy};
+use crate::conn_index::ConnIndex;
 use crate::cookie::{self, CookieJar};
 use crate::error::{Error, InUse};
-use crate::fifo::Fifo;
 use crate::ethernet::{EthernetLayer, FrameIn, NeighborConfig};
+use crate::fifo::Fifo;
 use crate::isn::IsnGenerator;
 use crate::ports::EphemeralPorts;
 use crate::seq::SeqNum;
@@ -287,7 +288,7 @@ enum EventRef {
 pub struct Stack {
     cfg: Config,
     addrs: Vec<IpAddr>,
-    conns: HashMap<TupleKey, u32>,
+    conns: ConnIndex,
     // Boxed so that opening and freeing a connection moves a pointer, not the TCB, and
     // the boxes (with their buffers) are recycled through `spare_tcbs`.
     slots: Vec<Slot<Box<Tcb>>>,
@@ -346,7 +347,10 @@ impl Stack {
             isn: IsnGenerator::new(seed),
             cfg,
             addrs: Vec::new(),
-            conns: HashMap::new(),
+            conns: ConnIndex::new({
+                let k = derive_secret(seed, 5);
+                u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]])
+            }),
             slots: Vec::new(),
             spare_tcbs: Vec::new(),
             free: Vec::new(),
@@ -457,6 +461,13 @@ impl Stack {
     /// A one-line dump of a connection's sequence space and timers, for debugging.
     pub fn debug_conn(&self, h: ConnHandle) -> Result<String, Error> {
         Ok(self.tcb(h)?.debug_line())
+    }
+
+    /// The slot of the live connection with this tuple.
+    #[inline]
+    fn conn_slot(&self, key: &TupleKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.conns.get(key, |i, k| slot_is(slots, i, k))
     }
 
     fn tcb(&self, h: ConnHandle) -> Result<&Tcb, Error> {
@@ -628,7 +639,7 @@ impl Stack {
         let mut floor = None;
         let tuple = if port != 0 {
             let tuple = FourTuple::new(SocketAddr::new(local_ip, port), remote);
-            if self.conns.contains_key(&TupleKey::from(&tuple)) {
+            if self.conn_slot(&TupleKey::from(&tuple)).is_some() {
                 self.counters.connect_addr_in_use += 1;
                 return Err(Error::AddrInUse(InUse::Connection));
             }
@@ -642,13 +653,20 @@ impl Stack {
             }
             tuple
         } else {
-            let (conns, tw, cfg, listeners) =
-                (&self.conns, &self.tw, &self.cfg, &self.listener_by_addr);
+            let (conns, slots, tw, cfg, listeners) = (
+                &self.conns,
+                &self.slots,
+                &self.tw,
+                &self.cfg,
+                &self.listener_by_addr,
+            );
             let listen_ports = &self.listen_ports;
             let unspec = wire::unspecified_like(local_ip);
             let found = self.ports.allocate(local_ip, remote, |p| {
                 let t = FourTuple::new(SocketAddr::new(local_ip, p), remote);
-                !conns.contains_key(&TupleKey::from(&t))
+                conns
+                    .get(&TupleKey::from(&t), |i, k| slot_is(slots, i, k))
+                    .is_none()
                     && (listen_ports[p as usize] == 0
                         || (!listeners.contains_key(&t.local)
                             && !listeners.contains_key(&SocketAddr::new(unspec, p))))
@@ -710,7 +728,7 @@ impl Stack {
 
     fn insert_tcb(&mut self, mut tcb: Box<Tcb>) -> u32 {
         tcb.in_conns = true;
-        let tuple = tcb.tuple;
+        let key = tcb.key;
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -721,7 +739,7 @@ impl Stack {
         let slot = &mut self.slots[idx as usize];
         slot.gen = slot.gen.wrapping_add(1);
         slot.item = Some(tcb);
-        self.conns.insert(TupleKey::from(&tuple), idx);
+        self.conns.insert(&key, idx);
         idx
     }
 
@@ -923,7 +941,7 @@ impl Stack {
     }
 
     fn on_tcp(&mut self, now: Instant, seg: &Segment<'_>) {
-        if let Some(&idx) = self.conns.get(&TupleKey::from(&seg.tuple)) {
+        if let Some(idx) = self.conn_slot(&TupleKey::from(&seg.tuple)) {
             let cfg = &self.cfg;
             let Some(t) = self.slots[idx as usize].item.as_mut() else {
                 return;
@@ -1314,7 +1332,7 @@ impl Stack {
             self.state_counts[after_state.index()] += 1;
         } else if in_table {
             t.in_conns = false;
-            self.conns.remove(&TupleKey::from(&t.tuple));
+            self.conns.remove(&t.key, idx);
         }
         Self::queue_work(
             &mut self.timers,
@@ -1581,6 +1599,15 @@ impl Stack {
     pub fn timeout_in(&self, now: Instant) -> Option<Duration> {
         self.poll_timeout().map(|t| t.saturating_since(now))
     }
+}
+
+/// Whether the connection in slot `i` has tuple `key`, for confirming a [`ConnIndex`] hit.
+#[inline]
+fn slot_is(slots: &[Slot<Box<Tcb>>], i: u32, key: &TupleKey) -> bool {
+    slots
+        .get(i as usize)
+        .and_then(|s| s.item.as_ref())
+        .is_some_and(|t| t.key == *key)
 }
 
 enum TwVerdict {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use crate::config::Config;
 use crate::seq::SeqNum;
 use crate::time::Instant;
-use crate::tuple::FourTuple;
+use crate::tuple::{FourTuple, TupleKey};
 use crate::wire::{self, Flags, OutSegment, Segment};
 
 /// The RFC 9293 connection states.
@@ -252,6 +252,9 @@ const MIN_MSS_V6: u16 = 1220;
 #[derive(Debug)]
 pub(crate) struct Tcb {
     pub tuple: FourTuple,
+    /// `tuple` as the connection table's key, kept so that confirming a table hit
+    /// compares integers instead of converting the tuple again.
+    pub key: TupleKey,
     pub state: TcpState,
     /// Listener slot for passive opens until accepted.
     pub listener: Option<u32>,
@@ -376,6 +379,7 @@ impl Tcb {
         let rcv_wscale = cfg.recv_window_shift();
         Tcb {
             tuple: init.tuple,
+            key: TupleKey::from(&init.tuple),
             state: TcpState::Closed,
             listener: None,
             held: false,
