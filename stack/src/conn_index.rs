@@ -177,13 +177,13 @@ mod tests {
             let k = key((x % 50_000) as u32);
             let grow_phase = (step / 50_000) % 2 == 0;
             if let Some(&s) = model.get(&k) {
-                if x % 3 == 0 || !grow_phase {
+                if x.is_multiple_of(3) || !grow_phase {
                     assert!(idx.remove(&k, s));
                     model.remove(&k);
                     slots[s as usize] = None;
                     free.push(s);
                 }
-            } else if grow_phase || x % 4 == 0 {
+            } else if grow_phase || x.is_multiple_of(4) {
                 let s = free.pop().unwrap_or_else(|| {
                     slots.push(None);
                     (slots.len() - 1) as u32
