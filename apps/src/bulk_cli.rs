@@ -305,7 +305,7 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
         "rounds_requested": r.options.rounds,
         "stack_buffer": r.options.stack_buffer,
         "batch": r.options.batch,
-        "veth": {"mtu": r.veth_mtu, "offloads": "kernel defaults (TSO/GSO/GRO on)"},
+        "veth": {"mtu": r.veth_mtu, "offloads": "kernel defaults (TSO/GSO/checksum on, GRO off)"},
         "veth_like": {
             "measured": r.veth_like_skipped.is_none(),
             "skipped": r.veth_like_skipped,
