@@ -4,15 +4,20 @@
 //! removes (a "main" one with a TUN and one end of a veth pair, a "peer" one with the
 //! other end), and three one-way transfers of the same byte count in one process:
 //!
-//! - kernel -> kernel over the veth pair (sender in main, receiver in peer);
+//! - kernel -> kernel over the veth pair (sender in main, receiver in peer), twice: with
+//!   the veth's defaults (MTU 1500, the kernel's offloads), and "like the TUN" (the setup's
+//!   MTU; without the setup's offloads also without the veth's, via `ethtool -K`);
 //! - kernel -> fourtuple over the TUN (a kernel socket sends, fourtuple's stack receives,
 //!   in-process on the event loop, discarding what it checked);
 //! - fourtuple -> kernel over the TUN (fourtuple sends, a kernel socket receives).
 //!
 //! Every receiver checks every byte against the same pattern, and every transfer is timed
 //! from the sender's first byte (after the handshake) to the receiver's last. The veth
-//! transfer and the TUN pair are repeated for each [`TunSetup`] (MTU, offloads), in that
-//! order, so every ratio compares transfers a few seconds apart. It must never touch an
+//! transfers and the TUN pair are repeated for each [`TunSetup`] (MTU, offloads), in that
+//! order, so every ratio compares transfers a few seconds apart; the veth is put back to
+//! its defaults (MTU 1500, the offloads it was created with) after each like-the-TUN
+//! transfer, and the packets each veth transfer put on the wire are counted, so the report
+//! shows that a setting took effect. It must never touch an
 //! interface outside the namespaces it created, use addresses outside RFC 5737, or run a
 //! loop that is not bounded by bytes and by [`BulkOptions::timeout`]; printing belongs to
 //! the CLI.
@@ -43,6 +48,15 @@ pub const VETH_PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const DISCARD_PORT: u16 = 9;
 /// The kernel receiver's port, on the veth and on the TUN.
 pub const SINK_PORT: u16 = 5001;
+
+/// What `ethtool -K` turns off on both veth ends for a setup without offloads, so the veth
+/// moves what a plain TUN moves: one packet of at most the MTU per transmit, checksums
+/// computed by the sender's TCP and verified by the receiver's (no TSO, no GSO, no GRO, no
+/// checksum offload).
+pub const LIKE_OFF: [&str; 4] = ["tso", "gso", "gro", "tx"];
+/// Bytes each veth frame carries beyond its IP packet (the kernel counts the Ethernet
+/// header in the veth's byte counters).
+const ETH_HEADER: u64 = 14;
 
 const TUN_NAME: &str = "ftbulk0";
 const VETH_MAIN_NAME: &str = "ftbv0";
@@ -160,6 +174,8 @@ pub struct BulkOptions {
     pub stack_buffer: usize,
     /// Packets the event loop reads per turn.
     pub batch: usize,
+    /// Also measure kernel -> kernel over the veth set up like each TUN setup.
+    pub veth_like: bool,
 }
 
 impl Default for BulkOptions {
@@ -174,6 +190,7 @@ impl Default for BulkOptions {
             timeout: Duration::from_secs(60),
             stack_buffer: 4 << 20,
             batch: 64,
+            veth_like: true,
         }
     }
 }
@@ -197,6 +214,27 @@ pub struct Transfer {
     /// transfers only): the cost of fourtuple's side, steadier than the wall clock on a
     /// shared machine.
     pub fourtuple_cpu_seconds: Option<f64>,
+    /// What the sender's veth end transmitted during the transfer (veth transfers only,
+    /// when `ip` could read the counters).
+    pub wire: Option<WireCount>,
+}
+
+/// Packets and bytes one veth end transmitted, from the kernel's interface counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireCount {
+    /// Packets (a GSO super-packet that crosses whole counts once).
+    pub packets: u64,
+    /// Bytes, Ethernet headers included.
+    pub bytes: u64,
+}
+
+impl WireCount {
+    /// The average IP packet: bytes without the 14-byte Ethernet header, per packet.
+    pub fn avg_ip_packet(&self) -> Option<f64> {
+        (self.packets > 0).then(|| {
+            self.bytes.saturating_sub(self.packets * ETH_HEADER) as f64 / self.packets as f64
+        })
+    }
 }
 
 impl Transfer {
@@ -222,6 +260,9 @@ pub struct TunResult {
     pub setup: TunSetup,
     /// kernel -> kernel over veth, right before this setup's transfers.
     pub veth: Transfer,
+    /// kernel -> kernel over the veth set up like this TUN, right after `veth` (None when
+    /// not measured: see [`BulkReport::veth_like_skipped`]).
+    pub veth_like: Option<VethLike>,
     /// The MSS fourtuple offered and the one it sent with.
     pub mss: u16,
     /// kernel -> fourtuple.
@@ -237,7 +278,19 @@ pub struct TunResult {
     pub tx_queue_len: u32,
 }
 
-/// One round: for every TUN setup, the veth baseline then both TUN directions.
+/// kernel -> kernel over the veth pair set up like one TUN setup.
+#[derive(Clone, Debug)]
+pub struct VethLike {
+    /// The veth's MTU for this transfer (the setup's).
+    pub mtu: u16,
+    /// True when the veth kept its default offloads (a setup with offloads); false when
+    /// [`LIKE_OFF`] were turned off on both ends.
+    pub offloads: bool,
+    /// The transfer.
+    pub transfer: Transfer,
+}
+
+/// One round: for every TUN setup, the veth baselines then both TUN directions.
 #[derive(Clone, Debug)]
 pub struct Round {
     /// One entry per setup, in order.
@@ -255,6 +308,8 @@ pub struct BulkReport {
     pub cpus: usize,
     /// The veth MTU (1500; its offloads are the kernel's defaults).
     pub veth_mtu: u16,
+    /// Why the like-the-TUN veth transfers were not measured, if they were not.
+    pub veth_like_skipped: Option<String>,
     /// One per round.
     pub rounds: Vec<Round>,
 }
@@ -263,9 +318,12 @@ impl BulkReport {
     /// True when every transfer moved all its bytes intact.
     pub fn all_ok(&self) -> bool {
         self.rounds.iter().all(|r| {
-            r.tun
-                .iter()
-                .all(|t| t.veth.ok() && t.to_fourtuple.ok() && t.from_fourtuple.ok())
+            r.tun.iter().all(|t| {
+                t.veth.ok()
+                    && t.veth_like.as_ref().is_none_or(|l| l.transfer.ok())
+                    && t.to_fourtuple.ok()
+                    && t.from_fourtuple.ok()
+            })
         })
     }
 }
@@ -294,7 +352,13 @@ impl std::error::Error for BulkError {}
 struct Lab {
     main: Netns,
     peer: Netns,
+    /// Each veth end's features as created (`ethtool -k`), main's end first; None without
+    /// `ethtool` or when the like-the-TUN transfers are off.
+    defaults: Option<[Features; 2]>,
 }
+
+/// A device's changeable features as `ethtool -k` lists them: (name, on).
+type Features = Vec<(String, bool)>;
 
 impl Lab {
     fn create() -> io::Result<Lab> {
@@ -322,14 +386,158 @@ impl Lab {
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
             ns.ip(&["link", "set", dev, "up"])?;
         }
-        Ok(Lab { main, peer })
+        Ok(Lab {
+            main,
+            peer,
+            defaults: None,
+        })
     }
+
+    /// Both veth ends: (namespace, device).
+    fn ends(&self) -> [(&Netns, &'static str); 2] {
+        [(&self.main, VETH_MAIN_NAME), (&self.peer, VETH_PEER_NAME)]
+    }
+
+    /// Remembers both ends' features as they are now (the kernel's defaults).
+    fn remember_defaults(&mut self) -> io::Result<()> {
+        let [a, b] = self.ends();
+        let d = [features(a.0, a.1)?, features(b.0, b.1)?];
+        self.defaults = Some(d);
+        Ok(())
+    }
+
+    /// Sets both veth ends up like `setup`: its MTU, and without offloads unless it has
+    /// them.
+    fn set_like(&self, setup: TunSetup) -> io::Result<()> {
+        for (ns, dev) in self.ends() {
+            ns.ip(&["link", "set", "dev", dev, "mtu", &setup.mtu.to_string()])?;
+            if !setup.offload {
+                let mut args = vec!["-K".to_string(), dev.to_string()];
+                for f in LIKE_OFF {
+                    args.extend([f.to_string(), "off".to_string()]);
+                }
+                ethtool(ns, args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts both veth ends back to MTU 1500 and the features they were created with, and
+    /// checks that they are.
+    fn restore_defaults(&self) -> io::Result<()> {
+        let Some(defaults) = &self.defaults else {
+            return Ok(());
+        };
+        for ((ns, dev), want) in self.ends().into_iter().zip(defaults) {
+            ns.ip(&["link", "set", "dev", dev, "mtu", "1500"])?;
+            let now = features(ns, dev)?;
+            let mut args = vec!["-K".to_string(), dev.to_string()];
+            for (name, on) in want {
+                if now.iter().any(|(n, o)| n == name && o != on) {
+                    args.extend([name.clone(), if *on { "on" } else { "off" }.to_string()]);
+                }
+            }
+            if args.len() > 2 {
+                // Some features follow others (e.g. UDP segmentation needs checksumming)
+                // and make ethtool complain; what counts is the state read back below.
+                let _ = ethtool(ns, args);
+            }
+            let now = features(ns, dev)?;
+            let differ: Vec<&str> = want
+                .iter()
+                .filter(|(n, o)| !now.contains(&(n.clone(), *o)))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !differ.is_empty() {
+                return Err(io::Error::other(format!(
+                    "could not restore {dev}'s default features: {}",
+                    differ.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the like-the-TUN veth transfers cannot run here, if they cannot: `ethtool` is missing
+/// or fails.
+pub fn ethtool_missing() -> Option<String> {
+    match std::process::Command::new("ethtool")
+        .arg("--version")
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`ethtool --version` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Some("`ethtool` is not installed (it sets the veth's offloads)".into())
+        }
+        Err(e) => Some(format!("cannot run `ethtool`: {e}")),
+    }
+}
+
+/// Runs `ethtool ARGS` inside `ns` (a child of a thread in the namespace is in it too).
+fn ethtool(ns: &Netns, args: Vec<String>) -> io::Result<std::process::Output> {
+    let shown = args.join(" ");
+    let out = ns.run(move || std::process::Command::new("ethtool").args(&args).output())??;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`ethtool {shown}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// `dev`'s features that can change, from `ethtool -k`.
+fn features(ns: &Netns, dev: &str) -> io::Result<Features> {
+    let out = ethtool(ns, vec!["-k".into(), dev.into()])?;
+    Ok(parse_features(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `ethtool -k` output: `name: on|off [fixed]` lines, without the fixed ones.
+fn parse_features(text: &str) -> Features {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(": ")?;
+            let mut words = rest.split_whitespace();
+            let on = match words.next()? {
+                "on" => true,
+                "off" => false,
+                _ => return None,
+            };
+            (!rest.contains("[fixed]")).then(|| (name.to_string(), on))
+        })
+        .collect()
+}
+
+/// What `dev` in `ns` has transmitted so far, from `ip -j -s link`.
+fn wire_count(ns: &Netns, dev: &str) -> Option<WireCount> {
+    let out = ns.ip(&["-j", "-s", "link", "show", "dev", dev]).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let tx = &v[0]["stats64"]["tx"];
+    Some(WireCount {
+        packets: tx["packets"].as_u64()?,
+        bytes: tx["bytes"].as_u64()?,
+    })
 }
 
 /// Runs every round; checks `stop` between and during transfers.
 pub fn run(opts: &BulkOptions, stop: Arc<AtomicBool>) -> Result<BulkReport, BulkError> {
     let pattern = Arc::new(Pattern::new());
-    let lab = Lab::create().map_err(BulkError::Setup)?;
+    let mut lab = Lab::create().map_err(BulkError::Setup)?;
+    let mut veth_like_skipped = if opts.veth_like {
+        ethtool_missing()
+    } else {
+        Some("turned off (--no-veth-like)".into())
+    };
+    if veth_like_skipped.is_none() {
+        if let Err(e) = lab.remember_defaults() {
+            veth_like_skipped = Some(format!("cannot read the veth's features: {e}"));
+        }
+    }
     let mut rounds = Vec::new();
     for _ in 0..opts.rounds.max(1) {
         if stop.load(Ordering::SeqCst) {
@@ -341,8 +549,16 @@ pub fn run(opts: &BulkOptions, stop: Arc<AtomicBool>) -> Result<BulkReport, Bulk
                 return Err(BulkError::Interrupted);
             }
             let veth = kernel_over_veth(&lab, opts, &pattern, &stop).map_err(BulkError::Setup)?;
+            let veth_like = match lab.defaults {
+                Some(_) => Some(veth_like(&lab, opts, *setup, &pattern, &stop)?),
+                None => None,
+            };
+            if stop.load(Ordering::SeqCst) {
+                return Err(BulkError::Interrupted);
+            }
             let mut r = over_tun(&lab, opts, *setup, &pattern, &stop).map_err(BulkError::Setup)?;
             r.veth = veth;
+            r.veth_like = veth_like;
             tun.push(r);
         }
         rounds.push(Round { tun });
@@ -360,7 +576,30 @@ pub fn run(opts: &BulkOptions, stop: Arc<AtomicBool>) -> Result<BulkReport, Bulk
             .map(|n| n.get())
             .unwrap_or(1),
         veth_mtu: 1500,
+        veth_like_skipped,
         rounds,
+    })
+}
+
+/// kernel -> kernel over the veth set up like `setup`; the veth is back to its defaults
+/// afterwards, also when the transfer failed.
+fn veth_like(
+    lab: &Lab,
+    opts: &BulkOptions,
+    setup: TunSetup,
+    pattern: &Arc<Pattern>,
+    stop: &Arc<AtomicBool>,
+) -> Result<VethLike, BulkError> {
+    let ran = lab
+        .set_like(setup)
+        .and_then(|()| kernel_over_veth(lab, opts, pattern, stop));
+    let restored = lab.restore_defaults();
+    let transfer = ran.map_err(BulkError::Setup)?;
+    restored.map_err(BulkError::Setup)?;
+    Ok(VethLike {
+        mtu: setup.mtu,
+        offloads: setup.offload,
+        transfer,
     })
 }
 
@@ -388,6 +627,7 @@ fn kernel_over_veth(
         std::thread::spawn(move || kernel_receive(listener, bytes, &pattern, deadline, &stop))
     };
     let to = SocketAddr::new(IpAddr::V4(VETH_PEER), SINK_PORT);
+    let before = wire_count(&lab.main, VETH_MAIN_NAME);
     let sent = match connect_bounded(&lab.main, to, deadline, stop) {
         Ok(s) => kernel_send(s, opts.bytes, pattern, deadline, stop),
         Err(e) => Err(format!("connect over veth: {e}")),
@@ -395,7 +635,17 @@ fn kernel_over_veth(
     let received = receiver
         .join()
         .unwrap_or_else(|_| Err("the receiver thread panicked".into()));
-    Ok(combine(opts.bytes, sent, received, None))
+    let mut t = combine(opts.bytes, sent, received, None);
+    // The sender's end transmits the data (and a few handshake and ACK packets); the
+    // receiver's ACKs leave from the other end.
+    t.wire = match (before, wire_count(&lab.main, VETH_MAIN_NAME)) {
+        (Some(b), Some(a)) => Some(WireCount {
+            packets: a.packets.saturating_sub(b.packets),
+            bytes: a.bytes.saturating_sub(b.bytes),
+        }),
+        _ => None,
+    };
+    Ok(t)
 }
 
 /// Connects from `ns` to `to`, in attempts of at most half a second, until `deadline` or
@@ -708,6 +958,7 @@ fn over_tun(
     Ok(TunResult {
         setup,
         veth: Transfer::default(),
+        veth_like: None,
         mss,
         to_fourtuple: to,
         from_fourtuple: from,
@@ -1169,6 +1420,39 @@ mod tests {
         assert!(!t.ok());
         assert_eq!(t.gbit_per_s(), 0.0);
         assert!(t.error.unwrap().contains("50 of 100"));
+    }
+
+    #[test]
+    fn ethtool_features_parse_without_the_fixed_ones() {
+        let text = "Features for ftbv0:\n\
+                    rx-checksumming: on\n\
+                    tx-checksumming: off\n\
+                    \ttx-checksum-ipv4: off [fixed]\n\
+                    \ttx-checksum-ip-generic: off\n\
+                    generic-receive-offload: off\n\
+                    tx-udp-segmentation: off [requested on]\n";
+        let f = parse_features(text);
+        let names: Vec<(&str, bool)> = f.iter().map(|(n, o)| (n.as_str(), *o)).collect();
+        assert_eq!(
+            names,
+            [
+                ("rx-checksumming", true),
+                ("tx-checksumming", false),
+                ("tx-checksum-ip-generic", false),
+                ("generic-receive-offload", false),
+                ("tx-udp-segmentation", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn average_packets_leave_out_the_ethernet_header() {
+        let w = WireCount {
+            packets: 10,
+            bytes: 10 * 1514,
+        };
+        assert_eq!(w.avg_ip_packet(), Some(1500.0));
+        assert_eq!(WireCount::default().avg_ip_packet(), None);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 /// Flags of `fourtuple bulk`.
 #[derive(Args, Debug)]
 pub(crate) struct BulkArgs {
-    /// Measure kernel -> kernel over veth, then kernel -> fourtuple and fourtuple -> kernel
-    /// over a TUN, in private network namespaces this command creates and removes (needs
-    /// root). The only mode so far.
+    /// Measure kernel -> kernel over veth (with its defaults, then set up like the TUN),
+    /// then kernel -> fourtuple and fourtuple -> kernel over a TUN, in private network
+    /// namespaces this command creates and removes (needs root). The only mode so far.
     #[arg(long)]
     pub vs_kernel: bool,
 
@@ -55,6 +55,11 @@ pub(crate) struct BulkArgs {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
+
+    /// Skip the second kernel -> kernel transfer per setup over the veth set up like the
+    /// TUN (the setup's MTU; without offloads unless the setup has them, via `ethtool`).
+    #[arg(long)]
+    pub no_veth_like: bool,
 
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
@@ -132,6 +137,7 @@ pub(crate) fn run(a: BulkArgs) -> i32 {
         timeout: a.timeout,
         stack_buffer,
         batch: a.batch as usize,
+        veth_like: !a.no_veth_like,
     };
     let date = bulk::utc_now();
     let report = match bulk::run(&opts, stop) {
@@ -164,6 +170,11 @@ fn transfer_json(t: &Transfer) -> Value {
         "error": t.error,
         "fourtuple_cpu_seconds": t.fourtuple_cpu_seconds,
     });
+    if let Some(w) = &t.wire {
+        v["veth_tx_packets"] = json!(w.packets);
+        v["veth_tx_bytes"] = json!(w.bytes);
+        v["avg_ip_packet_bytes"] = json!(w.avg_ip_packet());
+    }
     if let Some(s) = &t.loop_stats {
         v["loop"] = json!({
             "rx_packets": s.rx_packets,
@@ -175,6 +186,22 @@ fn transfer_json(t: &Transfer) -> Value {
         });
     }
     v
+}
+
+/// The like-the-TUN veth transfer's speed (0 when it was not measured or failed).
+fn like_gbit(t: &bulk::TunResult) -> f64 {
+    t.veth_like
+        .as_ref()
+        .map_or(0.0, |l| l.transfer.gbit_per_s())
+}
+
+/// a / b, or 0 (left out of spreads) when either did not run.
+fn div(a: f64, b: f64) -> f64 {
+    if a > 0.0 && b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }
 
 fn ratio(a: f64, b: f64) -> Value {
@@ -208,9 +235,15 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
         .iter()
         .map(|round| {
             json!({
-                "tun": round.tun.iter().map(|t| { let veth = t.veth.gbit_per_s(); json!({
+                "tun": round.tun.iter().map(|t| { let veth = t.veth.gbit_per_s(); let like = like_gbit(t); json!({
                     "setup": t.setup.label(),
                     "kernel_veth": transfer_json(&t.veth),
+                    "kernel_veth_like": t.veth_like.as_ref().map(|l| {
+                        let mut v = transfer_json(&l.transfer);
+                        v["veth_mtu"] = json!(l.mtu);
+                        v["veth_offloads"] = json!(l.offloads);
+                        v
+                    }),
                     "mtu": t.setup.mtu,
                     "offload": t.setup.offload,
                     "fourtuple_mss": t.mss,
@@ -218,6 +251,8 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                     "fourtuple_to_kernel": transfer_json(&t.from_fourtuple),
                     "ratio_kernel_to_fourtuple": ratio(t.to_fourtuple.gbit_per_s(), veth),
                     "ratio_fourtuple_to_kernel": ratio(t.from_fourtuple.gbit_per_s(), veth),
+                    "ratio_kernel_to_fourtuple_vs_veth_like": ratio(t.to_fourtuple.gbit_per_s(), like),
+                    "ratio_fourtuple_to_kernel_vs_veth_like": ratio(t.from_fourtuple.gbit_per_s(), like),
                     "tun_tx_queue_len": t.tx_queue_len,
                     "kernel_drops_toward_fourtuple": t.kernel_drops.map(|d| d.0),
                     "kernel_drops_from_fourtuple": t.kernel_drops.map(|d| d.1),
@@ -247,10 +282,17 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                 "kernel_to_fourtuple_gbit_per_s": spread_json(col(&|x| x.tun[i].to_fourtuple.gbit_per_s())),
                 "fourtuple_to_kernel_gbit_per_s": spread_json(col(&|x| x.tun[i].from_fourtuple.gbit_per_s())),
                 "ratio_kernel_to_fourtuple": spread_json(col(&|x| {
-                    x.tun[i].to_fourtuple.gbit_per_s() / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE)
+                    div(x.tun[i].to_fourtuple.gbit_per_s(), x.tun[i].veth.gbit_per_s())
                 })),
                 "ratio_fourtuple_to_kernel": spread_json(col(&|x| {
-                    x.tun[i].from_fourtuple.gbit_per_s() / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE)
+                    div(x.tun[i].from_fourtuple.gbit_per_s(), x.tun[i].veth.gbit_per_s())
+                })),
+                "kernel_veth_like_gbit_per_s": spread_json(col(&|x| like_gbit(&x.tun[i]))),
+                "ratio_kernel_to_fourtuple_vs_veth_like": spread_json(col(&|x| {
+                    div(x.tun[i].to_fourtuple.gbit_per_s(), like_gbit(&x.tun[i]))
+                })),
+                "ratio_fourtuple_to_kernel_vs_veth_like": spread_json(col(&|x| {
+                    div(x.tun[i].from_fourtuple.gbit_per_s(), like_gbit(&x.tun[i]))
                 })),
             })
         })
@@ -263,7 +305,14 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
         "rounds_requested": r.options.rounds,
         "stack_buffer": r.options.stack_buffer,
         "batch": r.options.batch,
-        "veth": {"mtu": r.veth_mtu, "offloads": "kernel defaults (TSO/GSO/GRO on)"},
+        "veth": {"mtu": r.veth_mtu, "offloads": "kernel defaults (TSO/GSO/checksum on, GRO off)"},
+        "veth_like": {
+            "measured": r.veth_like_skipped.is_none(),
+            "skipped": r.veth_like_skipped,
+            "mtu": "the setup's",
+            "ethtool_off_without_offloads": bulk::LIKE_OFF,
+            "with_offloads": "kernel defaults",
+        },
         "ok": r.all_ok(),
         "rounds": rounds,
         "summary": {
@@ -273,19 +322,33 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
     })
 }
 
-fn fmt_transfer(t: &Transfer, veth: f64) -> String {
+/// Speed, the ratios to the veth transfers (default, then like the TUN) when given, and
+/// fourtuple's CPU per GiB or the veth's average packet when known.
+fn fmt_transfer(t: &Transfer, veth: f64, like: Option<f64>) -> String {
     if !t.ok() {
         return format!("FAILED ({})", t.error.as_deref().unwrap_or("bytes differ"));
     }
     let g = t.gbit_per_s();
-    let mut s = if veth > 0.0 {
-        format!("{g:7.2} Gbit/s  ({:.2}x veth)", g / veth)
-    } else {
-        format!("{g:7.2} Gbit/s")
-    };
+    let mut s = format!("{g:7.2} Gbit/s");
+    if veth > 0.0 {
+        s.push_str(&format!("  ({:.2}x veth", g / veth));
+        match like {
+            Some(l) if l > 0.0 => s.push_str(&format!(", {:.2}x veth like TUN)", g / l)),
+            Some(_) => s.push_str(", veth like TUN failed)"),
+            None => s.push(')'),
+        }
+    }
     if let Some(cpu) = t.fourtuple_cpu_seconds {
         let gib = t.bytes as f64 / f64::from(1u32 << 30);
         s.push_str(&format!("  fourtuple thread {:.2} CPU s/GiB", cpu / gib));
+    }
+    if let Some(w) = &t.wire {
+        if let Some(avg) = w.avg_ip_packet() {
+            s.push_str(&format!(
+                "  {} packets, average IP packet {avg:.0} bytes",
+                w.packets
+            ));
+        }
     }
     s
 }
@@ -296,17 +359,33 @@ fn print_text(r: &BulkReport, date: &str) {
          buffers {} bytes, batch {}",
         r.kernel, r.cpus, r.options.bytes, r.options.stack_buffer, r.options.batch
     );
+    if let Some(why) = &r.veth_like_skipped {
+        println!("veth like the TUN: not measured: {why}");
+    }
     for (i, round) in r.rounds.iter().enumerate() {
         if r.rounds.len() > 1 {
             println!("round {}:", i + 1);
         }
         for t in &round.tun {
             let veth = t.veth.gbit_per_s();
+            let like = t.veth_like.as_ref().map(|l| l.transfer.gbit_per_s());
             println!(
                 "  kernel -> kernel, veth MTU {} (kernel offloads): {}",
                 r.veth_mtu,
-                fmt_transfer(&t.veth, 0.0)
+                fmt_transfer(&t.veth, 0.0, None)
             );
+            if let Some(l) = &t.veth_like {
+                let offloads = if l.offloads {
+                    "kernel offloads".to_string()
+                } else {
+                    format!("{} off", bulk::LIKE_OFF.join("/"))
+                };
+                println!(
+                    "  kernel -> kernel, veth like TUN, MTU {} ({offloads}): {}",
+                    l.mtu,
+                    fmt_transfer(&l.transfer, 0.0, None)
+                );
+            }
             let drops = match t.kernel_drops {
                 Some((to, from)) => format!("kernel dropped {to} toward fourtuple, {from} from it"),
                 None => "drops unknown".into(),
@@ -319,11 +398,11 @@ fn print_text(r: &BulkReport, date: &str) {
             );
             println!(
                 "    kernel -> fourtuple: {}",
-                fmt_transfer(&t.to_fourtuple, veth)
+                fmt_transfer(&t.to_fourtuple, veth, like)
             );
             println!(
                 "    fourtuple -> kernel: {}",
-                fmt_transfer(&t.from_fourtuple, veth)
+                fmt_transfer(&t.from_fourtuple, veth, like)
             );
             if t.setup.offload {
                 println!(
@@ -355,19 +434,37 @@ fn print_text(r: &BulkReport, date: &str) {
                 .collect(),
         );
         for (i, s) in r.options.setups.iter().enumerate() {
-            let ratio = |f: &dyn Fn(&bulk::Round) -> f64| -> Vec<f64> {
-                r.rounds
-                    .iter()
-                    .map(|x| f(x) / x.tun[i].veth.gbit_per_s().max(f64::MIN_POSITIVE))
-                    .collect()
-            };
+            let col =
+                |f: &dyn Fn(&bulk::Round) -> f64| -> Vec<f64> { r.rounds.iter().map(f).collect() };
+            line(
+                &format!("{} kernel veth like TUN, Gbit/s", s.label()),
+                col(&|x| like_gbit(&x.tun[i])),
+            );
             line(
                 &format!("{} kernel -> fourtuple, x veth", s.label()),
-                ratio(&|x| x.tun[i].to_fourtuple.gbit_per_s()),
+                col(&|x| {
+                    div(
+                        x.tun[i].to_fourtuple.gbit_per_s(),
+                        x.tun[i].veth.gbit_per_s(),
+                    )
+                }),
             );
             line(
                 &format!("{} fourtuple -> kernel, x veth", s.label()),
-                ratio(&|x| x.tun[i].from_fourtuple.gbit_per_s()),
+                col(&|x| {
+                    div(
+                        x.tun[i].from_fourtuple.gbit_per_s(),
+                        x.tun[i].veth.gbit_per_s(),
+                    )
+                }),
+            );
+            line(
+                &format!("{} kernel -> fourtuple, x veth like TUN", s.label()),
+                col(&|x| div(x.tun[i].to_fourtuple.gbit_per_s(), like_gbit(&x.tun[i]))),
+            );
+            line(
+                &format!("{} fourtuple -> kernel, x veth like TUN", s.label()),
+                col(&|x| div(x.tun[i].from_fourtuple.gbit_per_s(), like_gbit(&x.tun[i]))),
             );
         }
     }

@@ -375,6 +375,14 @@ mod tests {
         assert_eq!(a.bytes, 8 << 20);
         assert_eq!(a.setups.0.len(), 2);
         assert_eq!(a.rounds, 3);
+        assert!(!a.no_veth_like);
+        let Command::Bulk(a) = parse(&["bulk", "--vs-kernel", "--no-veth-like"])
+            .unwrap()
+            .command
+        else {
+            panic!("not bulk")
+        };
+        assert!(a.no_veth_like);
         assert!(parse(&["bulk", "--vs-kernel", "--setups", "1500+gro"]).is_err());
         assert!(parse(&["bulk", "--vs-kernel", "--rounds", "0"]).is_err());
         assert_eq!(run_with_args(["fourtuple", "bulk"]), EXIT_USAGE);
