@@ -302,6 +302,23 @@ const INV_ONES: u64 = {
     x
 };
 
+/// An unfolded native-endian sum folded to 16 bits, still in native order: complemented,
+/// it is a checksum field to store with `to_ne_bytes`.
+#[inline]
+pub(crate) fn fold_native(acc: u64) -> u16 {
+    fold(acc)
+}
+
+/// [`native_sum`] of `src`, copying it into `dst` on the way; None, copying nothing, when
+/// the lengths differ.
+#[inline]
+pub(crate) fn copy_native(dst: &mut [u8], src: &[u8]) -> Option<u64> {
+    if dst.len() != src.len() {
+        return None;
+    }
+    Some(copy_words(dst, src))
+}
+
 /// The one's-complement sum of `data` (not complemented), folded to 16 bits.
 #[inline]
 pub fn sum(data: &[u8]) -> u16 {
