@@ -106,29 +106,50 @@ fn sum_tail(rest: &[u8]) -> u64 {
 }
 
 /// [`sum_words`] of `src`, copying it into `dst` (of the same length) on the way.
-#[inline]
+#[inline(always)]
 fn copy_words(dst: &mut [u8], src: &[u8]) -> u64 {
     if src.len() >= COPY_THEN_SUM {
-        // memcpy moves a payload faster than a word loop can, and the sum then reads it
-        // back from L1: cheaper, measured, than fusing the two.
-        dst.copy_from_slice(src);
-        return sum_words(dst);
+        return copy_then_sum(dst, src);
     }
-    let mut acc = 0u128;
+    // Short payloads (requests, replies, keystrokes): one pass on one carry chain, the
+    // tail moved and summed in at most three fixed-size steps rather than byte by byte.
+    let mut acc = 0u64;
     let mut words = src.chunks_exact(8);
     let mut out = dst.chunks_exact_mut(8);
     for (w, o) in (&mut words).zip(&mut out) {
         let w = [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]];
         o.copy_from_slice(&w);
-        acc += u128::from(u64::from_ne_bytes(w));
+        acc = add_carry(acc, u64::from_ne_bytes(w));
     }
-    let rest = words.remainder();
-    // Byte by byte: at most 7, and a variable-length copy_from_slice would be a call.
-    for (o, i) in out.into_remainder().iter_mut().zip(rest) {
-        *o = *i;
+    let (mut rest, mut out) = (words.remainder(), out.into_remainder());
+    if let Some((w, r)) = rest.split_first_chunk::<4>() {
+        if let Some((o, more)) = std::mem::take(&mut out).split_first_chunk_mut::<4>() {
+            *o = *w;
+            acc = add_carry(acc, u64::from(u32::from_ne_bytes(*w)));
+            (rest, out) = (r, more);
+        }
     }
-    let acc = add_carry(acc as u64, (acc >> 64) as u64);
-    add_carry(acc, sum_tail(rest))
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        if let Some((o, more)) = std::mem::take(&mut out).split_first_chunk_mut::<2>() {
+            *o = *w;
+            acc = add_carry(acc, u64::from(u16::from_ne_bytes(*w)));
+            (rest, out) = (r, more);
+        }
+    }
+    if let (Some(&b), Some(o)) = (rest.first(), out.first_mut()) {
+        // An odd last byte is the first byte of its word (RFC 1071 pads with zero).
+        *o = b;
+        acc = add_carry(acc, u64::from(u16::from_ne_bytes([b, 0])));
+    }
+    acc
+}
+
+/// [`copy_words`] of a payload: memcpy moves it faster than a word loop can, and the sum
+/// then reads it back from L1: cheaper, measured, than fusing the two.
+#[inline(never)]
+fn copy_then_sum(dst: &mut [u8], src: &[u8]) -> u64 {
+    dst.copy_from_slice(src);
+    sum_words(dst)
 }
 
 /// One's-complement addition of 64-bit words: the carry out of bit 63 wraps around into bit
