@@ -819,15 +819,16 @@ fn emit_v4(
     payload: (&[u8], &[u8]),
 ) -> Option<usize> {
     let hdr_len = 20 + opt_len;
-    let tcp_len = hdr_len + payload.0.len() + payload.1.len();
-    let total = IPV4_HDR + tcp_len;
+    let data_len = payload.0.len() + payload.1.len();
     // The limits of the general path: a TCP length that fits 16 bits, a buffer that fits
-    // the packet.
-    if buf.len() < total || tcp_len > u16::MAX as usize {
+    // the packet. Tested in this form, the lengths cannot overflow, and the compiler sees
+    // that the slicing below is in bounds.
+    if data_len > u16::MAX as usize - hdr_len {
         return None;
     }
-    let (hdrs, rest) = buf.split_at_mut_checked(FAST_HDRS)?;
-    let hdrs: &mut [u8; FAST_HDRS] = hdrs.try_into().ok()?;
+    let tcp_len = hdr_len + data_len;
+    let total = IPV4_HDR + tcp_len;
+    let (hdrs, rest) = buf.get_mut(..total)?.split_first_chunk_mut::<FAST_HDRS>()?;
     // IPv4: no options, DF (TCP does its own MSS sizing), TTL 64.
     let tl = (total as u16).to_be_bytes();
     let w0 = u64::from_ne_bytes([0x45, 0, tl[0], tl[1], 0, 0, 0x40, 0]);
@@ -866,7 +867,6 @@ fn emit_v4(
         ne32([(hdr_len as u8 / 4) << 4, flags, win[0], win[1]]),
     );
     hdrs[36..40].copy_from_slice(&[0; 4]);
-    let rest = rest.get_mut(..tcp_len - 20)?;
     let (o, data) = rest.split_at_mut_checked(opt_len)?;
     let (v, e) = seg.timestamp.unwrap_or_default();
     let (v, e) = (ne32(v.to_be_bytes()), ne32(e.to_be_bytes()));
