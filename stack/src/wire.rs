@@ -184,7 +184,7 @@ fn addr6(b: &[u8], at: usize) -> Ipv6Addr {
 }
 
 /// Parses one IP packet. `is_local` says whether a destination address is ours.
-#[inline(never)]
+#[inline]
 pub fn parse<'a>(
     packet: &'a [u8],
     is_local: impl Fn(IpAddr) -> bool,
