@@ -771,7 +771,7 @@ pub fn emit_tcp(
 ) -> Option<usize> {
     // IPv4 with the option layouts of nearly every segment (see `fast_options_len`) is
     // written from fixed offsets; anything else takes the general path.
-    if let (SocketAddr::V4(l), SocketAddr::V4(r)) = (tuple.local, tuple.remote) {
+    if let (SocketAddr::V4(l), SocketAddr::V4(r)) = (&tuple.local, &tuple.remote) {
         if let Some(opt_len) = fast_options_len(seg) {
             return emit_v4(buf, l, r, seg, opt_len, payload);
         }
@@ -812,8 +812,8 @@ fn ne32(b: [u8; 4]) -> u32 {
 #[inline(always)]
 fn emit_v4(
     buf: &mut [u8],
-    local: std::net::SocketAddrV4,
-    remote: std::net::SocketAddrV4,
+    local: &std::net::SocketAddrV4,
+    remote: &std::net::SocketAddrV4,
     seg: &OutSegment,
     opt_len: usize,
     payload: (&[u8], &[u8]),
