@@ -4,6 +4,12 @@
 //! This module owns the translation between bytes and the stack's own segment structs. It
 //! validates every length once, so nothing downstream can index out of bounds, and it never
 //! panics on any input: a packet is either parsed or rejected with a [`DropReason`].
+//!
+//! Both directions have a fast path for what nearly every packet is, IPv4 without IP
+//! options carrying TCP with no options, timestamps, or a SYN's usual options, and a
+//! general path for everything else. The fast paths read and write the headers at fixed
+//! offsets as 32- and 64-bit words and checksum those words from registers; the unit tests
+//! hold each against its general path, byte for byte and drop reason for drop reason.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
