@@ -250,15 +250,30 @@ fn tun_bulk_throughput_each_direction() {
 
 #[test]
 fn tun_pcap_reads_clean_in_tshark() {
-    if !net_ready(
-        "tun_pcap_reads_clean_in_tshark",
-        &["tshark", "curl", "ping"],
-    ) {
+    pcap_reads_clean("tun_pcap_reads_clean_in_tshark", "tun-pcap", &[]);
+}
+
+/// With offloads the kernel leaves its checksums partial; the stack trusts them, but a
+/// capture must still show them complete and valid.
+#[test]
+fn tun_pcap_with_offloads_reads_clean_in_tshark() {
+    pcap_reads_clean(
+        "tun_pcap_with_offloads_reads_clean_in_tshark",
+        "tun-pcap-gso",
+        &["--offload"],
+    );
+}
+
+fn pcap_reads_clean(test: &str, ns_name: &str, extra: &[&str]) {
+    if !net_ready(test, &["tshark", "curl", "ping"]) {
         return;
     }
-    let ns = Netns::new("tun-pcap");
-    let pcap = TempPath::new("tun.pcap");
-    let mut up = up_tun(&ns, &["--pcap", &pcap.s()]);
+    let ns = Netns::new(ns_name);
+    let pcap = TempPath::new(&format!("{ns_name}.pcap"));
+    let pcap_path = pcap.s();
+    let mut args = vec!["--pcap", pcap_path.as_str()];
+    args.extend_from_slice(extra);
+    let mut up = up_tun(&ns, &args);
     ns.ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", STACK_IP]);
     ns.ok(&["curl", "-sS", "-m", "10", &format!("http://{STACK_IP}/")]);
     ns.ok(&[

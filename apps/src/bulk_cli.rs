@@ -259,6 +259,7 @@ fn to_json(r: &BulkReport, date: &str) -> Value {
                     "device": {
                         "gso_packets_in": t.device.gso_packets,
                         "checksums_completed": t.device.csum_completed,
+                        "checksums_trusted": t.device.csum_trusted,
                         "bad_vnet_hdr": t.device.bad_vnet_hdr,
                         "super_packets_out": t.device.gso_out.super_packets,
                         "segments_merged_out": t.device.gso_out.merged_segments,
@@ -406,9 +407,10 @@ fn print_text(r: &BulkReport, date: &str) {
             );
             if t.setup.offload {
                 println!(
-                    "    offloads: {} GSO packets in, {} checksums finished, {} super-packets \
-                     out ({} segments)",
+                    "    offloads: {} GSO packets in, {} with a trusted checksum ({} finished), \
+                     {} super-packets out ({} segments)",
                     t.device.gso_packets,
+                    t.device.csum_trusted,
                     t.device.csum_completed,
                     t.device.gso_out.super_packets,
                     t.device.gso_out.merged_segments

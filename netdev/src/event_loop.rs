@@ -302,7 +302,11 @@ pub struct EventLoop<D: Device + AsRawFd> {
 
 impl<D: Device + AsRawFd> EventLoop<D> {
     /// A loop driving `stack` over `device`. The device must already be non-blocking.
-    pub fn new(device: D, stack: Stack, opts: LoopOptions) -> io::Result<EventLoop<D>> {
+    pub fn new(mut device: D, stack: Stack, opts: LoopOptions) -> io::Result<EventLoop<D>> {
+        if opts.pcap.is_some() {
+            // A capture should show the checksums a wire would carry, not partial ones.
+            device.complete_rx_checksums();
+        }
         let poll = Poll::new()?;
         let fd: RawFd = device.as_raw_fd();
         poll.registry().register(
@@ -492,7 +496,11 @@ impl<D: Device + AsRawFd> EventLoop<D> {
                             .map_err(LoopError::Pcap)?;
                         self.stats.pcap_packets += 1;
                     }
-                    self.stack.receive(now, &self.rx[..n]);
+                    if self.device.rx_checksum_trusted() {
+                        self.stack.receive_trusted(now, &self.rx[..n]);
+                    } else {
+                        self.stack.receive(now, &self.rx[..n]);
+                    }
                 }
                 Ok(None) => return Ok(false),
                 Err(e) => return Err(LoopError::Device(e)),

@@ -57,4 +57,18 @@ pub trait Device {
     /// The device's MTU: the largest packet [`Device::send`] takes, and the buffer size
     /// [`Device::recv`] needs.
     fn mtu(&self) -> usize;
+
+    /// Whether the transport checksum of the packet the last [`Device::recv`] returned
+    /// needs no verification: the device checked it, or the packet came from the local
+    /// host with its checksum left for the device (Linux's `CHECKSUM_PARTIAL`), which
+    /// never crossed a wire. The event loop then hands it to
+    /// [`Stack::receive_trusted`](fourtuple_stack::Stack::receive_trusted).
+    fn rx_checksum_trusted(&self) -> bool {
+        false
+    }
+
+    /// Asks the device to complete checksums it would otherwise leave partial on trusted
+    /// packets, so that a capture of what it hands up shows valid checksums. The event
+    /// loop calls it when a pcap file is written.
+    fn complete_rx_checksums(&mut self) {}
 }

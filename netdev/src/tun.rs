@@ -68,10 +68,13 @@ impl TunConfig {
 ///
 /// With [`TunConfig::offload`], every read and write also carries a 10-byte virtio-net
 /// header, moved with `readv`/`writev` so the packet itself is never copied. On reads the
-/// device does what a NIC with checksum offload does: when the header says
-/// `NEEDS_CSUM`, it finishes the Internet checksum the kernel left partial (sum from
-/// `csum_start` to the end, folded into the field at `csum_start + csum_offset`, which
-/// already holds the pseudo-header sum). A GSO super-packet (up to 64 KiB of one TCP
+/// device does what a NIC with checksum offload does for its driver: a packet whose header
+/// says `NEEDS_CSUM` (the local kernel left the checksum for the device) or
+/// `DATA_VALID` (already verified) is reported as trusted
+/// ([`Device::rx_checksum_trusted`]), so neither the device nor the stack sums its bytes.
+/// When a capture needs valid checksums ([`Device::complete_rx_checksums`]), the device
+/// finishes partial ones first (sum from `csum_start` to the end, folded into the field
+/// at `csum_start + csum_offset`, which already holds the pseudo-header sum). A GSO super-packet (up to 64 KiB of one TCP
 /// flow, cut by the kernel's TSO at `gso_size`) is handed up whole, like a segment that
 /// GRO merged: the stack sees one large in-order segment. On writes, runs of full-sized
 /// segments of one TCP flow are merged into GSO super-packets by a [`Coalescer`] (see
@@ -84,6 +87,10 @@ pub struct TunDevice {
     vnet_hdr: bool,
     counters: TunCounters,
     gso: Coalescer,
+    /// Finish partial checksums on reads (for a capture) instead of leaving them.
+    complete_checksums: bool,
+    /// The last read's checksum needs no verification.
+    last_trusted: bool,
 }
 
 /// What the offload path saw (all zero without [`TunConfig::offload`]).
@@ -91,8 +98,11 @@ pub struct TunDevice {
 pub struct TunCounters {
     /// Reads that carried a GSO super-packet.
     pub gso_packets: u64,
-    /// Reads whose checksum the device finished.
+    /// Reads whose checksum the device finished (only when asked to, for a capture).
     pub csum_completed: u64,
+    /// Reads handed up as trusted: a partial checksum from the local kernel, or one the
+    /// kernel marked verified.
+    pub csum_trusted: u64,
     /// Reads dropped because their virtio-net header made no sense.
     pub bad_vnet_hdr: u64,
     /// What the write side merged.
@@ -106,6 +116,7 @@ pub struct TunCounters {
 /// default `TUNSETVNETHDRSZ`).
 pub const VNET_HDR_LEN: usize = 10;
 const VNET_F_NEEDS_CSUM: u8 = 1;
+const VNET_F_DATA_VALID: u8 = 2;
 const VNET_GSO_NONE: u8 = 0;
 
 impl std::fmt::Debug for TunDevice {
@@ -177,6 +188,8 @@ impl TunDevice {
             vnet_hdr,
             counters: TunCounters::default(),
             gso: Coalescer::new(),
+            complete_checksums: false,
+            last_trusted: false,
         })
     }
 
@@ -200,6 +213,7 @@ impl TunDevice {
 
     /// One read with the virtio-net header split off into its own buffer.
     fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.last_trusted = false;
         let mut hdr = [0u8; VNET_HDR_LEN];
         loop {
             let n = {
@@ -233,8 +247,14 @@ impl TunDevice {
                     self.counters.bad_vnet_hdr += 1;
                     continue;
                 }
-                finish_checksum(&mut buf[..len], csum_start, at);
-                self.counters.csum_completed += 1;
+                if self.complete_checksums {
+                    finish_checksum(&mut buf[..len], csum_start, at);
+                    self.counters.csum_completed += 1;
+                }
+            }
+            if flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID) != 0 {
+                self.last_trusted = true;
+                self.counters.csum_trusted += 1;
             }
             if gso_type != VNET_GSO_NONE {
                 self.counters.gso_packets += 1;
@@ -340,6 +360,7 @@ impl Device for TunDevice {
         if self.vnet_hdr {
             return self.recv_vnet(buf);
         }
+        self.last_trusted = false;
         loop {
             match self.dev.recv(buf) {
                 Ok(0) => {
@@ -385,6 +406,14 @@ impl Device for TunDevice {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn rx_checksum_trusted(&self) -> bool {
+        self.last_trusted
+    }
+
+    fn complete_rx_checksums(&mut self) {
+        self.complete_checksums = true;
     }
 }
 

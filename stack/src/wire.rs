@@ -195,6 +195,27 @@ pub fn parse<'a>(
     packet: &'a [u8],
     is_local: impl Fn(IpAddr) -> bool,
 ) -> Result<Incoming<'a>, DropReason> {
+    parse_with::<true>(packet, is_local)
+}
+
+/// [`parse`] for a packet whose transport checksum needs no verification: the device
+/// verified it, or the local host built the packet and left the checksum to the device
+/// (Linux's `CHECKSUM_PARTIAL`, which a TUN with offloads hands over as is). The IPv4
+/// header checksum is still checked; everything else is as in [`parse`].
+#[inline]
+pub fn parse_trusted<'a>(
+    packet: &'a [u8],
+    is_local: impl Fn(IpAddr) -> bool,
+) -> Result<Incoming<'a>, DropReason> {
+    parse_with::<false>(packet, is_local)
+}
+
+/// [`parse`], verifying the TCP checksum when `TCP_SUM`.
+#[inline(always)]
+fn parse_with<'a, const TCP_SUM: bool>(
+    packet: &'a [u8],
+    is_local: impl Fn(IpAddr) -> bool,
+) -> Result<Incoming<'a>, DropReason> {
     // Nearly every packet is unfragmented TCP in IPv4 without IP options, and its TCP
     // options are one of the layouts of `common_options`. Those are parsed from fixed
     // offsets; everything else takes the general path. The shape checked here implies that
@@ -202,7 +223,7 @@ pub fn parse<'a>(
     // the same checks in the same order from there on and drop for the same reasons (TCP
     // options never drop a packet).
     let Some(h) = packet.first_chunk::<FAST_HDRS>() else {
-        return parse_general(packet, is_local);
+        return parse_general::<TCP_SUM>(packet, is_local);
     };
     // The shape is tested on the words the header checksum sums anyway, rather than byte by
     // byte: the compiler would otherwise rebuild the words from the bytes it had tested.
@@ -215,13 +236,13 @@ pub fn parse<'a>(
         || total > packet.len()
         || IPV4_HDR + hl > total
     {
-        return parse_general(packet, is_local);
+        return parse_general::<TCP_SUM>(packet, is_local);
     }
     let packet = &packet[..total];
     let Some((opts, opts_sum)) = common_options(packet, hl) else {
-        return parse_general(packet, is_local);
+        return parse_general::<TCP_SUM>(packet, is_local);
     };
-    parse_v4_tcp(h, w0, w1, packet, hl, opts, opts_sum, is_local)
+    parse_v4_tcp::<TCP_SUM>(h, w0, w1, packet, hl, opts, opts_sum, is_local)
 }
 
 /// IPv4 and TCP headers without options: the fast path's one bounds check.
@@ -337,7 +358,7 @@ const FLAGS: [Flags; 32] = {
 /// to the total length, which covers both headers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn parse_v4_tcp<'a>(
+fn parse_v4_tcp<'a, const TCP_SUM: bool>(
     h: &[u8; FAST_HDRS],
     w0: u64,
     w1: u32,
@@ -362,7 +383,7 @@ fn parse_v4_tcp<'a>(
     }
     let data = packet.get(IPV4_HDR..).unwrap_or_default();
     let payload = data.get(hl..).unwrap_or_default();
-    if VERIFY_CHECKSUMS {
+    if VERIFY_CHECKSUMS && TCP_SUM {
         // The pseudo-header (the addresses, then zero, the protocol and the TCP length,
         // which fits 16 bits as the IP total length does), the fixed header and the options
         // from the words already loaded, and only the payload from memory.
@@ -408,7 +429,7 @@ fn parse_v4_tcp<'a>(
 
 /// [`parse`] for every packet but the common shape of its fast path.
 #[inline(never)]
-fn parse_general<'a>(
+fn parse_general<'a, const TCP_SUM: bool>(
     packet: &'a [u8],
     is_local: impl Fn(IpAddr) -> bool,
 ) -> Result<Incoming<'a>, DropReason> {
@@ -474,7 +495,7 @@ fn parse_general<'a>(
         return Err(DropReason::NotOurAddress);
     }
     match proto {
-        PROTO_TCP => parse_tcp(src, dst, payload),
+        PROTO_TCP => parse_tcp::<TCP_SUM>(src, dst, payload),
         PROTO_ICMP if src.is_ipv4() => parse_icmpv4(src, dst, payload),
         PROTO_ICMPV6 if src.is_ipv6() => parse_icmpv6(src, dst, payload),
         _ => Err(DropReason::UnsupportedProtocol),
@@ -483,7 +504,11 @@ fn parse_general<'a>(
 
 /// Builds the `Incoming` itself rather than a `Segment` to wrap: the 168-byte result is then
 /// written once, in place, instead of being copied into the enum.
-fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a>, DropReason> {
+fn parse_tcp<'a, const TCP_SUM: bool>(
+    src: IpAddr,
+    dst: IpAddr,
+    data: &'a [u8],
+) -> Result<Incoming<'a>, DropReason> {
     if data.len() < 20 {
         return Err(DropReason::MalformedTcp);
     }
@@ -491,7 +516,7 @@ fn parse_tcp<'a>(src: IpAddr, dst: IpAddr, data: &'a [u8]) -> Result<Incoming<'a
     if hl < 20 || hl > data.len() {
         return Err(DropReason::MalformedTcp);
     }
-    if VERIFY_CHECKSUMS {
+    if VERIFY_CHECKSUMS && TCP_SUM {
         // The IP layer bounds a TCP segment to 65535 bytes, so its length fits the field.
         let len = data.len() as u16;
         let mut sum = match (src, dst) {
@@ -1259,7 +1284,7 @@ mod tests {
             }
             let local = |a: IpAddr| a == IpAddr::V4(ours) || round % 64 == 0;
             let fast = format!("{:?}", parse(&buf, local));
-            let general = format!("{:?}", parse_general(&buf, local));
+            let general = format!("{:?}", parse_general::<true>(&buf, local));
             assert_eq!(fast, general, "{buf:?}");
         }
     }
@@ -1340,5 +1365,81 @@ mod tests {
         let o = parse_options(&[2, 4, 5, 0xb4, 3, 0]);
         assert_eq!(o.mss, Some(1460), "what came before a bad option stays");
         assert!(o.malformed);
+    }
+
+    /// `parse_trusted` skips the TCP checksum and nothing else, on the IPv4 fast path
+    /// (with and without options), the general path (IP options, IPv6) alike.
+    #[test]
+    fn trusted_parse_skips_only_the_tcp_checksum() {
+        let v4 = FourTuple::new(
+            "192.0.2.1:1000".parse().unwrap(),
+            "192.0.2.2:80".parse().unwrap(),
+        );
+        let v6 = FourTuple::new(
+            "[2001:db8::1]:1000".parse().unwrap(),
+            "[2001:db8::2]:80".parse().unwrap(),
+        );
+        let ours = |a: IpAddr| a == "192.0.2.2".parse::<IpAddr>().unwrap() || a.is_ipv6();
+        for (tuple, ts, ip_options) in [
+            (v4, None, false),
+            (v4, Some((5, 6)), false),
+            (v4, None, true),
+            (v6, Some((5, 6)), false),
+        ] {
+            let seg = OutSegment {
+                seq: SeqNum(7),
+                ack: SeqNum(9),
+                flags: Flags {
+                    ack: true,
+                    ..Flags::default()
+                },
+                window: 100,
+                timestamp: ts,
+                ..OutSegment::default()
+            };
+            let mut buf = [0u8; 200];
+            let n = emit_tcp(&mut buf, &tuple, &seg, (b"data", b"")).unwrap();
+            let mut p = buf[..n].to_vec();
+            if ip_options {
+                // Four bytes of NOPs after the IPv4 header: the general path.
+                p.splice(20..20, [1, 1, 1, 1]);
+                p[0] = 0x46;
+                p[2..4].copy_from_slice(&((n + 4) as u16).to_be_bytes());
+                p[10..12].copy_from_slice(&[0, 0]);
+                let c = checksum::sum(&p[..24]);
+                p[10..12].copy_from_slice(&(!c).to_be_bytes());
+            }
+            let what = format!("{tuple} ts {ts:?} ip options {ip_options}");
+            let ip_hl = match (tuple.local.is_ipv6(), ip_options) {
+                (true, _) => IPV6_HDR,
+                (false, true) => IPV4_HDR + 4,
+                (false, false) => IPV4_HDR,
+            };
+            assert!(matches!(parse(&p, ours), Ok(Incoming::Tcp(_))), "{what}");
+            // Corrupt the TCP checksum field: only the trusted parse accepts it.
+            let at = ip_hl + 16;
+            p[at] ^= 0x5a;
+            assert_eq!(
+                parse(&p, ours).err(),
+                Some(DropReason::BadTcpChecksum),
+                "{what}"
+            );
+            match parse_trusted(&p, ours) {
+                Ok(Incoming::Tcp(s)) => {
+                    assert_eq!(
+                        (s.seq, s.ack, s.payload),
+                        (SeqNum(7), SeqNum(9), &b"data"[..])
+                    );
+                    assert_eq!(s.opts.timestamp, ts, "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            // An IPv4 header checksum is still checked.
+            if tuple.local.is_ipv4() {
+                p[8] ^= 1;
+                let r = parse_trusted(&p, ours).err();
+                assert_eq!(r, Some(DropReason::BadIpChecksum), "{what}");
+            }
+        }
     }
 }

@@ -87,6 +87,27 @@ fn bad_checksums_are_counted() {
 }
 
 #[test]
+fn trusted_packets_skip_only_the_tcp_checksum() {
+    let mut h = Harness::new(Config::default());
+    h.stack.listen(h.tuple.remote, 8).unwrap();
+    // A checksum a local kernel left partial for the device: wrong as a full sum.
+    let mut p = valid_syn(&h);
+    p[36] ^= 0x5a;
+    h.stack.receive(h.now, &p);
+    assert_eq!(h.stack.counters().dropped(DropReason::BadTcpChecksum), 1);
+    assert!(h.replies().is_empty());
+    h.stack.receive_trusted(h.now, &p);
+    assert_eq!(h.stack.counters().dropped(DropReason::BadTcpChecksum), 1);
+    assert_eq!(h.replies().len(), 1, "the trusted SYN is answered");
+    // The IPv4 header checksum is still verified.
+    let mut q = valid_syn(&h);
+    q[8] ^= 0x01;
+    h.stack.receive_trusted(h.now, &q);
+    assert_eq!(h.stack.counters().dropped(DropReason::BadIpChecksum), 1);
+    assert!(h.replies().is_empty());
+}
+
+#[test]
 fn bad_data_offsets_are_counted() {
     let mut h = Harness::new(Config::default());
     h.stack.listen(h.tuple.remote, 8).unwrap();
