@@ -81,14 +81,7 @@ fn bulk_vs_kernel_moves_every_byte_in_each_direction() {
         "15s",
         "--json",
     ]);
-    let out = run_limited(cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bulk failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_bulk(cmd);
     let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
     assert_eq!(v["ok"], Value::Bool(true), "{v}");
     assert_eq!(v["bytes"].as_u64(), Some(BYTES));
@@ -234,14 +227,7 @@ fn without_ethtool_only_the_like_for_like_transfer_is_skipped() {
         "--timeout",
         "15s",
     ]);
-    let out = run_limited(cmd, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bulk failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_bulk(cmd);
     assert!(
         stdout.contains("veth like the TUN: not measured: `ethtool` is not installed"),
         "{stdout}"
@@ -328,4 +314,17 @@ fn ctrl_c_in_the_middle_removes_the_namespaces() {
     let after = bulk_namespaces();
     let left: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// Runs a `bulk` command to its end (bounded), asserts it succeeded, returns its stdout.
+fn run_bulk(cmd: Command) -> String {
+    let out = run_limited(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bulk failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
