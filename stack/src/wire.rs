@@ -1138,13 +1138,7 @@ mod tests {
             ],
             &[],
         ];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..200_000 {
             let mut b = layouts[(next() % 4) as usize].to_vec();
             // Up to three edits: a byte changed (often to an option kind or length), one
@@ -1170,6 +1164,16 @@ mod tests {
 
     /// Recomputes the IPv4 header and TCP checksums of an IPv4 packet (where its lengths
     /// allow), so that mutations reach the checks behind them.
+    /// A xorshift64 stream: reproducible random input for the generators below.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     /// Flags from the low five bits of `f`, written out rather than read from the
     /// parser's table so the generators do not lean on the code they test.
     fn flags_from(f: u64) -> Flags {
@@ -1209,13 +1213,7 @@ mod tests {
     /// and near misses of them: the same result, down to the drop reason, on every input.
     #[test]
     fn fast_path_agrees_with_the_general_path() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let ours = Ipv4Addr::new(192, 0, 2, 2);
         for round in 0..300_000u32 {
             let r = next();
@@ -1299,13 +1297,7 @@ mod tests {
     /// length, or None for both, leaving the buffer untouched.
     #[test]
     fn fast_emit_agrees_with_the_general_path() {
-        let mut x = 0x8c3f_5e21_b7a9_0d43u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x8c3f_5e21_b7a9_0d43u64);
         for _ in 0..100_000 {
             let tuple = FourTuple::new(
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::from(next() as u32)), next() as u16),
