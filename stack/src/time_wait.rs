@@ -1230,6 +1230,9 @@ pub struct TimeWaitTable {
     overflow: TwOverflow,
     rfc1337: bool,
     stats: TwStats,
+    /// [`next_expiry`](Self::next_expiry), kept by every mutator: drivers ask for it
+    /// after every batch of events, far more often than the front of the table moves.
+    next_exp: Option<Instant>,
 }
 
 impl core::fmt::Debug for TimeWaitTable {
@@ -1294,6 +1297,7 @@ impl TimeWaitTable {
             overflow,
             rfc1337,
             stats: TwStats::default(),
+            next_exp: None,
         }
     }
 
@@ -1326,6 +1330,12 @@ impl TimeWaitTable {
     /// is full, entries already due at `now` are expired first; if it is still full, the
     /// overflow policy applies. A cap of 0 stores nothing ([`TwInsert::Dropped`]).
     pub fn insert(&mut self, now: Instant, tuple: FourTuple, state: TimeWaitState) -> TwInsert {
+        let r = self.insert_inner(now, tuple, state);
+        self.refresh_next_expiry();
+        r
+    }
+
+    fn insert_inner(&mut self, now: Instant, tuple: FourTuple, state: TimeWaitState) -> TwInsert {
         let off = self.expiry_offset(now);
         let hb = self.hb;
         let replaced = match route(&tuple) {
@@ -1419,6 +1429,12 @@ impl TimeWaitTable {
 
     /// Takes the entry for `tuple` out of the table (e.g. a timestamp-reuse takeover).
     pub fn remove(&mut self, tuple: &FourTuple) -> Option<TimeWaitEntry> {
+        let r = self.remove_inner(tuple);
+        self.refresh_next_expiry();
+        r
+    }
+
+    fn remove_inner(&mut self, tuple: &FourTuple) -> Option<TimeWaitEntry> {
         let (e, l, hb) = (self.epoch_ms, self.lifetime_us, self.hb);
         let slot = match route(tuple) {
             Route::V4(k) => Self::remove_in(&mut self.v4, &hb, &k).map(|s| s.entry(e, l)),
@@ -1449,6 +1465,17 @@ impl TimeWaitTable {
         tuple: &FourTuple,
         seg: &TwSegment,
     ) -> Option<TwAction> {
+        let r = self.handle_segment_inner(now, tuple, seg);
+        self.refresh_next_expiry();
+        r
+    }
+
+    fn handle_segment_inner(
+        &mut self,
+        now: Instant,
+        tuple: &FourTuple,
+        seg: &TwSegment,
+    ) -> Option<TwAction> {
         // Computed up front (it may rebase both lanes) so a FIN restart can use it.
         let restart_off = self.expiry_offset(now);
         let mut ctx = Ctx {
@@ -1470,11 +1497,22 @@ impl TimeWaitTable {
         let n = self.v4.expire(&hb, now.micros(), self.epoch_ms)
             + self.wide.expire(&hb, now.micros(), self.epoch_ms);
         self.stats.expired += n as u64;
+        self.refresh_next_expiry();
         n
     }
 
     /// When the oldest entry expires: the time to call [`expire`](Self::expire) next.
+    #[inline]
     pub fn next_expiry(&self) -> Option<Instant> {
+        debug_assert_eq!(self.next_exp, self.compute_next_expiry());
+        self.next_exp
+    }
+
+    fn refresh_next_expiry(&mut self) {
+        self.next_exp = self.compute_next_expiry();
+    }
+
+    fn compute_next_expiry(&self) -> Option<Instant> {
         let a = self.v4.front_expiry(self.epoch_ms);
         let b = self.wide.front_expiry(self.epoch_ms);
         match (a, b) {
