@@ -1124,6 +1124,22 @@ impl Base {
         self.closing = true;
     }
 
+    /// After an event on the app's connection `conn` (already pumped): an error ends the
+    /// transfer as failed.
+    fn fail_on_error(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        conn: &mut Option<ConnHandle>,
+        handle: ConnHandle,
+        events: EventSet,
+    ) {
+        if events.contains(EventSet::ERROR) && conn.take().is_some() {
+            let why = format!("connection failed: {:?}", stack.error(handle));
+            self.fail(stack, now, Some(handle), why);
+        }
+    }
+
     fn poll(&mut self, stack: &Stack, now: Instant) -> Control {
         self.now = now;
         if let Some(why) = expired(self.deadline, &self.stop) {
@@ -1217,11 +1233,8 @@ impl App for Sink {
                     return;
                 }
                 self.pump(stack, now, handle);
-                if events.contains(EventSet::ERROR) && self.conn.is_some() {
-                    self.conn = None;
-                    let why = format!("connection failed: {:?}", stack.error(handle));
-                    self.base.fail(stack, now, Some(handle), why);
-                }
+                self.base
+                    .fail_on_error(stack, now, &mut self.conn, handle, events);
             }
         }
     }
@@ -1326,11 +1339,8 @@ impl App for Source {
             return;
         }
         self.pump(stack, now, handle);
-        if events.contains(EventSet::ERROR) && self.conn.is_some() {
-            self.conn = None;
-            let why = format!("connection failed: {:?}", stack.error(handle));
-            self.base.fail(stack, now, Some(handle), why);
-        }
+        self.base
+            .fail_on_error(stack, now, &mut self.conn, handle, events);
     }
 
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> Control {
