@@ -74,9 +74,10 @@ impl TunConfig {
 /// ([`Device::rx_checksum_trusted`]), so neither the device nor the stack sums its bytes.
 /// When a capture needs valid checksums ([`Device::complete_rx_checksums`]), the device
 /// finishes partial ones first (sum from `csum_start` to the end, folded into the field
-/// at `csum_start + csum_offset`, which already holds the pseudo-header sum). A GSO super-packet (up to 64 KiB of one TCP
-/// flow, cut by the kernel's TSO at `gso_size`) is handed up whole, like a segment that
-/// GRO merged: the stack sees one large in-order segment. On writes, runs of full-sized
+/// at `csum_start + csum_offset`, which already holds the pseudo-header sum). A GSO
+/// super-packet (up to 64 KiB of one TCP flow, cut by the kernel's TSO at `gso_size`) is
+/// handed up whole, like a segment that GRO merged: the stack sees one large in-order
+/// segment. On writes, runs of full-sized
 /// segments of one TCP flow are merged into GSO super-packets by a [`Coalescer`] (see
 /// [`crate::gso`]) until [`Device::flush`]; every other packet goes out as the stack
 /// built it, with an empty header.
