@@ -938,11 +938,19 @@ impl<K: Key> Lane<K> {
     /// Ends the live entry at `pos`: tombstone, out of the index and the local counts.
     /// The caller runs [`Lane::maintain`] afterwards.
     fn kill(&mut self, hb: &SipBuild, pos: u32) -> Slot<K> {
+        let h = short_hash(hb.hash_one(self.slot(pos).key));
+        self.kill_hashed(hb, pos, h)
+    }
+
+    /// [`kill`](Self::kill) with the key's index hash `h` already at hand.
+    #[inline(always)]
+    fn kill_hashed(&mut self, hb: &SipBuild, pos: u32, h: u32) -> Slot<K> {
         let i = self.rel(pos);
         let slot = self.ring[i];
         debug_assert!(slot.alive());
+        debug_assert_eq!(h, short_hash(hb.hash_one(slot.key)), "stale hash");
         self.ring[i].meta &= !ALIVE;
-        let found = self.index.remove(short_hash(hb.hash_one(slot.key)), pos);
+        let found = self.index.remove(h, pos);
         debug_assert!(found, "live slot missing from index");
         self.live -= 1;
         let local = slot.key.local();
@@ -1049,34 +1057,52 @@ impl<K: Key> Lane<K> {
     }
 
     fn expire(&mut self, hb: &SipBuild, now_us: u64, epoch_ms: u64) -> usize {
+        let due = |s: &Slot<K>| s.expires_us(epoch_ms) <= now_us;
         let mut n = 0;
-        let mut warmed = 0;
+        // Index hashes of the next due live entries, in ring order: the front is always
+        // alive, so they are killed in exactly this order.
+        let mut ahead = [0u32; WARM_BATCH];
+        let (mut next, mut end) = (0, 0);
         let mut acc = 0u32;
-        while self.front_expiry(epoch_ms).is_some_and(|exp| exp <= now_us) {
-            if warmed == 0 && self.index.buckets.len() >= WARM_MIN_BUCKETS {
+        while self.ring.front().is_some_and(due) {
+            if next == end
+                && self.index.buckets.len() >= WARM_MIN_BUCKETS
+                && self.ring.get(1).is_some_and(due)
+            {
                 // Each removal reads a random index line. Loading the next few lines
                 // back to back lets their misses overlap instead of queueing one per
                 // entry (a prefetch, which `forbid(unsafe_code)` rules out otherwise).
+                // A lone due entry (steady churn) has nothing to overlap with.
+                (next, end) = (0, 0);
                 for s in (0..WARM_BATCH).map_while(|k| self.ring.get(k)) {
-                    if s.expires_us(epoch_ms) > now_us {
+                    if !due(s) {
                         break;
                     }
                     if s.alive() {
-                        acc ^= self.index.peek(short_hash(hb.hash_one(s.key)));
+                        let h = short_hash(hb.hash_one(s.key));
+                        acc ^= self.index.peek(h);
+                        ahead[end] = h;
+                        end += 1;
                     }
                 }
-                warmed = WARM_BATCH;
             }
-            self.kill(hb, self.head);
+            if next < end {
+                self.kill_hashed(hb, self.head, ahead[next]);
+                next += 1;
+            } else {
+                self.kill(hb, self.head);
+            }
             while self.ring.front().is_some_and(|s| !s.alive()) {
                 self.ring.pop_front();
                 self.head = self.head.wrapping_add(1);
             }
             n += 1;
-            warmed = warmed.saturating_sub(1);
         }
         core::hint::black_box(acc);
-        self.shrink();
+        if n > 0 {
+            // Nothing else shrinks between removals, and only removals make room to give.
+            self.shrink();
+        }
         n
     }
 
@@ -2529,6 +2555,51 @@ mod tests {
         }
         ix.shrink();
         assert_eq!(ix.allocation_size(), 0);
+    }
+
+    /// Expiry over an index large enough to load lines ahead, with tombstones (removed
+    /// and restarted entries) among the due ones: every due entry goes, nothing else.
+    #[test]
+    fn expiry_with_lines_loaded_ahead_and_tombstones() {
+        const N: u16 = 60_000;
+        let mut t =
+            TimeWaitTable::with_seed(LIFE, 1_000_000, TwOverflow::EvictOldest, true, [5; 16]);
+        let tuple = |i: u32| {
+            FourTuple::new(
+                SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 80)),
+                SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + (i >> 16)), i as u16)),
+            )
+        };
+        let n = 6 * N as u32;
+        for i in 0..n {
+            t.insert(ms(i as u64 / 100), tuple(i), st(i, i, None));
+        }
+        assert!(t.v4.index.buckets.len() >= WARM_MIN_BUCKETS);
+        let late_ms = n as u64 / 100;
+        let late = ms(late_ms);
+        let mut want = n as usize;
+        for i in (0..n).step_by(3) {
+            assert!(t.remove(&tuple(i)).is_some());
+            want -= 1;
+        }
+        for i in (1..n).step_by(5) {
+            if t.insert(late, tuple(i), st(i, i, None)) == TwInsert::Inserted {
+                want += 1;
+            }
+        }
+        check_all(&t);
+        // Due in small steps, from the first expiry on.
+        let life_ms = LIFE.as_millis() as u64;
+        for now in (life_ms..late_ms + life_ms).step_by(7) {
+            want -= t.expire(ms(now));
+        }
+        check_all(&t);
+        assert_eq!(t.len(), want);
+        // The last original entry went in at `late_ms - 1`; the restarted ones at `late`.
+        t.expire(ms(late_ms - 1 + life_ms));
+        check_all(&t);
+        assert_eq!(t.len(), (1..n).step_by(5).count());
+        assert!((1..n).step_by(5).all(|i| t.contains(&tuple(i))));
     }
 
     #[test]
