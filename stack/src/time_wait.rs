@@ -875,8 +875,10 @@ struct Lane<K: Key> {
     head: u32,
     /// Positions of live slots, by key hash.
     index: HashIndex,
-    /// Live entries per local half (entries with count 0 are removed).
+    /// Live entries per local half (entries with count 0 are removed) while
+    /// `count_locals`; empty otherwise.
     locals: HashMap<K::Local, u32, SipBuild>,
+    count_locals: bool,
     live: usize,
 }
 
@@ -887,6 +889,7 @@ impl<K: Key> Lane<K> {
             head: 0,
             index: HashIndex::new(),
             locals: HashMap::with_hasher(hb),
+            count_locals: true,
             live: 0,
         }
     }
@@ -932,7 +935,9 @@ impl<K: Key> Lane<K> {
         let pos = self.push(slot);
         self.index.insert(short_hash(hb.hash_one(slot.key)), pos);
         self.live += 1;
-        *self.locals.entry(slot.key.local()).or_insert(0) += 1;
+        if self.count_locals {
+            *self.locals.entry(slot.key.local()).or_insert(0) += 1;
+        }
     }
 
     /// Ends the live entry at `pos`: tombstone, out of the index and the local counts.
@@ -953,15 +958,44 @@ impl<K: Key> Lane<K> {
         let found = self.index.remove(h, pos);
         debug_assert!(found, "live slot missing from index");
         self.live -= 1;
-        let local = slot.key.local();
-        match self.locals.get_mut(&local) {
-            Some(c) if *c > 1 => *c -= 1,
-            Some(_) => {
-                self.locals.remove(&local);
+        if self.count_locals {
+            let local = slot.key.local();
+            match self.locals.get_mut(&local) {
+                Some(c) if *c > 1 => *c -= 1,
+                Some(_) => {
+                    self.locals.remove(&local);
+                }
+                None => debug_assert!(false, "local count missing"),
             }
-            None => debug_assert!(false, "local count missing"),
         }
         slot
+    }
+
+    /// Starts (rebuilding the counts from the ring) or stops counting live entries per
+    /// local half.
+    fn set_count_locals(&mut self, on: bool) {
+        if on == self.count_locals {
+            return;
+        }
+        self.count_locals = on;
+        let mut locals = HashMap::with_hasher(*self.locals.hasher());
+        if on {
+            for s in self.ring.iter().filter(|s| s.alive()) {
+                *locals.entry(s.key.local()).or_insert(0) += 1;
+            }
+        }
+        self.locals = locals;
+    }
+
+    /// Whether a live entry has local half `local`.
+    fn has_local(&self, local: &K::Local) -> bool {
+        if self.count_locals {
+            self.locals.contains_key(local)
+        } else {
+            self.ring
+                .iter()
+                .any(|s| s.alive() && s.key.local() == *local)
+        }
     }
 
     /// Replaces the live entry at `pos` by `slot` (same key) at the tail: the old slot
@@ -1238,7 +1272,7 @@ struct Ctx<'a> {
 /// [`memory_bytes`](Self::memory_bytes), [`next_expiry`](Self::next_expiry).
 /// Inputs: [`handle_segment`](Self::handle_segment), [`expire`](Self::expire) (call it at
 /// `next_expiry`). Mutators: [`insert`](Self::insert), [`remove`](Self::remove),
-/// [`set_rfc1337`](Self::set_rfc1337).
+/// [`set_rfc1337`](Self::set_rfc1337), [`set_local_counts`](Self::set_local_counts).
 ///
 /// `now` is expected not to go backwards; if it does, new expiries are clamped so that
 /// expiry order stays insertion order.
@@ -1586,13 +1620,28 @@ impl TimeWaitTable {
         v4.chain(wide)
     }
 
-    /// True when any live entry has this exact local ip:port (for the local-port policy). O(1).
+    /// True when any live entry has this exact local ip:port (for the local-port policy).
+    ///
+    /// O(1) while the table counts entries per local address (the default, see
+    /// [`set_local_counts`](Self::set_local_counts)); otherwise a scan of every entry, O(n),
+    /// with the same answer.
     pub fn local_in_use(&self, local: SocketAddr) -> bool {
-        let wide = self.wide.locals.contains_key(&local);
+        let wide = self.wide.has_local(&local);
         match local {
-            SocketAddr::V4(a) => wide || self.v4.locals.contains_key(&v4_local(&a)),
+            SocketAddr::V4(a) => wide || self.v4.has_local(&v4_local(&a)),
             SocketAddr::V6(_) => wide,
         }
+    }
+
+    /// Whether the table counts its entries per local ip:port, which makes
+    /// [`local_in_use`](Self::local_in_use) O(1) (on by default).
+    ///
+    /// The counts cost a hash map update, and its cache misses, on every insert and
+    /// removal; a caller that never asks `local_in_use`, or only rarely, turns them off.
+    /// Turning them back on rebuilds them from the entries, O(n).
+    pub fn set_local_counts(&mut self, on: bool) {
+        self.v4.set_count_locals(on);
+        self.wide.set_count_locals(on);
     }
 
     /// Counters since creation.
@@ -1705,8 +1754,16 @@ mod tests {
                 assert_eq!(l.find(hb, &s.key), Some(pos));
             }
         }
-        let total: u32 = l.locals.values().sum();
-        assert_eq!(total as usize, l.live);
+        if l.count_locals {
+            let mut want = StdMap::new();
+            for s in l.ring.iter().filter(|s| s.alive()) {
+                *want.entry(s.key.local()).or_insert(0u32) += 1;
+            }
+            let got: StdMap<_, _> = l.locals.iter().map(|(&k, &n)| (k, n)).collect();
+            assert!(got == want, "local counts disagree with the ring");
+        } else {
+            assert!(l.locals.is_empty());
+        }
     }
 
     fn check_all(t: &TimeWaitTable) {
@@ -2190,6 +2247,47 @@ mod tests {
         assert!(t.local_in_use(t4(7, 80).local));
         assert_eq!(t.get(&mixed).unwrap().tuple, mixed);
         check_all(&t);
+    }
+
+    #[test]
+    fn local_in_use_without_counts_scans_exactly() {
+        let mut t = table();
+        t.set_local_counts(false);
+        assert_eq!(t.memory_bytes(), 0);
+        let local = t4(1000, 80).local;
+        assert!(!t.local_in_use(local));
+        t.insert(ms(0), t4(1000, 80), st(1, 1, None));
+        t.insert(ms(1), t4(1000, 81), st(1, 1, None));
+        t.insert(ms(2), t6(5, 80), st(1, 1, None));
+        let mixed = FourTuple::new(t4(7, 80).local, t6(1, 80).remote);
+        t.insert(ms(3), mixed, st(1, 1, None));
+        check_all(&t);
+        assert!(t.v4.locals.is_empty() && t.wide.locals.is_empty());
+        let asked = [
+            local,
+            t4(1001, 80).local,
+            t6(5, 80).local,
+            t6(6, 80).local,
+            t4(7, 80).local,
+        ];
+        let want = [true, false, true, false, true];
+        let answers = |t: &TimeWaitTable| asked.map(|l| t.local_in_use(l));
+        assert_eq!(answers(&t), want);
+        // A tombstone (the removed entry's slot) must not count.
+        t.remove(&t4(1000, 81));
+        assert_eq!(answers(&t), want);
+        t.remove(&t4(1000, 80));
+        assert_eq!(answers(&t), [false, false, true, false, true]);
+        // Back on: the counts are rebuilt from the entries.
+        t.insert(ms(4), t4(1000, 82), st(1, 1, None));
+        t.set_local_counts(true);
+        check_all(&t);
+        assert_eq!(answers(&t), want);
+        t.set_local_counts(false);
+        check_all(&t);
+        assert_eq!(answers(&t), want);
+        t.expire(ms(4) + LIFE);
+        assert_eq!(answers(&t), [false; 5]);
     }
 
     #[test]
