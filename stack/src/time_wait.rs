@@ -612,8 +612,21 @@ fn short_hash(h: u64) -> u32 {
 /// below 2^23 buckets, 38M entries; larger ones only see more false positives).
 #[inline]
 fn sum_bits(h: u32) -> u32 {
-    (1 << (8 + ((h >> 1) & 15))) | (1 << (24 + ((h >> 5) & 7)))
+    SUM_BITS[((h >> 1) & 127) as usize]
 }
+
+/// [`sum_bits`] for each value of the seven hash bits it reads. One load from this 512-byte
+/// table costs less than the two variable shifts it replaces, which baseline x86-64 can
+/// only do through `cl`; a removal recomputes a bucket's summary from seven or more hashes.
+static SUM_BITS: [u32; 128] = {
+    let mut t = [0; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = (1 << (8 + (i & 15))) | (1 << (24 + (i >> 4)));
+        i += 1;
+    }
+    t
+};
 
 impl HashIndex {
     /// Average entries per bucket before growing (of 7 slots: 79%, so few buckets overflow
@@ -2215,6 +2228,14 @@ mod tests {
             TwInsert::Dropped
         );
         assert!(z.is_empty());
+    }
+
+    #[test]
+    fn summary_bits_are_one_of_sixteen_and_one_of_eight() {
+        for h in (0..1u32 << 12).chain((0..64).map(|i| 0x9e37_79b9u32.wrapping_mul(i))) {
+            let want = (1 << (8 + ((h >> 1) & 15))) | (1 << (24 + ((h >> 5) & 7)));
+            assert_eq!(sum_bits(h), want, "{h:#x}");
+        }
     }
 
     #[test]
