@@ -911,19 +911,26 @@ impl<K: Key> Lane<K> {
         pos.wrapping_sub(self.head) as usize
     }
 
-    /// The position and slot of the live entry for `key`.
+    /// The index hash of `key`. Operations that look a key up and then change its entry
+    /// compute it once and pass it along.
     #[inline]
-    fn lookup(&self, hb: &SipBuild, key: &K) -> Option<(u32, &Slot<K>)> {
+    fn hash(hb: &SipBuild, key: &K) -> u32 {
+        short_hash(hb.hash_one(key))
+    }
+
+    /// The position and slot of the live entry for `key`, whose index hash is `h`.
+    #[inline]
+    fn lookup(&self, h: u32, key: &K) -> Option<(u32, &Slot<K>)> {
         let (ring, head) = (&self.ring, self.head);
-        self.index.find_map(short_hash(hb.hash_one(key)), |p| {
+        self.index.find_map(h, |p| {
             ring.get(p.wrapping_sub(head) as usize)
                 .filter(|s| s.key == *key)
                 .map(|s| (p, s))
         })
     }
 
-    fn find(&self, hb: &SipBuild, key: &K) -> Option<u32> {
-        self.lookup(hb, key).map(|(p, _)| p)
+    fn find(&self, h: u32, key: &K) -> Option<u32> {
+        self.lookup(h, key).map(|(p, _)| p)
     }
 
     fn slot(&self, pos: u32) -> &Slot<K> {
@@ -943,10 +950,10 @@ impl<K: Key> Lane<K> {
         pos
     }
 
-    /// Adds a slot for a key that has no live entry.
-    fn insert_new(&mut self, hb: &SipBuild, slot: Slot<K>) {
+    /// Adds a slot for a key, of index hash `h`, that has no live entry.
+    fn insert_new(&mut self, h: u32, slot: Slot<K>) {
         let pos = self.push(slot);
-        self.index.insert(short_hash(hb.hash_one(slot.key)), pos);
+        self.index.insert(h, pos);
         self.live += 1;
         if self.count_locals {
             *self.locals.entry(slot.key.local()).or_insert(0) += 1;
@@ -956,7 +963,7 @@ impl<K: Key> Lane<K> {
     /// Ends the live entry at `pos`: tombstone, out of the index and the local counts.
     /// The caller runs [`Lane::maintain`] afterwards.
     fn kill(&mut self, hb: &SipBuild, pos: u32) -> Slot<K> {
-        let h = short_hash(hb.hash_one(self.slot(pos).key));
+        let h = Self::hash(hb, &self.slot(pos).key);
         self.kill_hashed(hb, pos, h)
     }
 
@@ -966,7 +973,7 @@ impl<K: Key> Lane<K> {
         let i = self.rel(pos);
         let slot = self.ring[i];
         debug_assert!(slot.alive());
-        debug_assert_eq!(h, short_hash(hb.hash_one(slot.key)), "stale hash");
+        debug_assert_eq!(h, Self::hash(hb, &slot.key), "stale hash");
         self.ring[i].meta &= !ALIVE;
         let found = self.index.remove(h, pos);
         debug_assert!(found, "live slot missing from index");
@@ -1011,15 +1018,15 @@ impl<K: Key> Lane<K> {
         }
     }
 
-    /// Replaces the live entry at `pos` by `slot` (same key) at the tail: the old slot
-    /// becomes a tombstone and the index is repointed. Returns the stored slot.
-    fn move_to_tail(&mut self, hb: &SipBuild, pos: u32, slot: Slot<K>) -> Slot<K> {
+    /// Replaces the live entry at `pos` by `slot` (same key, of index hash `h`) at the
+    /// tail: the old slot becomes a tombstone and the index is repointed. Returns the
+    /// stored slot.
+    fn move_to_tail(&mut self, hb: &SipBuild, h: u32, pos: u32, slot: Slot<K>) -> Slot<K> {
+        debug_assert_eq!(h, Self::hash(hb, &slot.key), "stale hash");
         let i = self.rel(pos);
         self.ring[i].meta &= !ALIVE;
         let new_pos = self.push(slot);
-        let found = self
-            .index
-            .repoint(short_hash(hb.hash_one(slot.key)), pos, new_pos);
+        let found = self.index.repoint(h, pos, new_pos);
         debug_assert!(found, "live slot missing from index");
         let stored = *self.slot(new_pos);
         self.maintain(hb);
@@ -1170,7 +1177,8 @@ impl<K: Key> Lane<K> {
         restart_off: u32,
     ) -> Option<TwAction> {
         let hb = ctx.hb;
-        let pos = self.find(&hb, key)?;
+        let h = Self::hash(&hb, key);
+        let pos = self.find(h, key)?;
         let slot = *self.slot(pos);
         let stats = &mut *ctx.stats;
         let rcv_nxt = SeqNum(slot.rcv_nxt);
@@ -1181,7 +1189,7 @@ impl<K: Key> Lane<K> {
         // (RFC 5961 §3.2 reasoning: blind RSTs must guess rcv_nxt exactly).
         if seg.rst {
             if !ctx.rfc1337 && seg.seq == rcv_nxt {
-                self.kill(&hb, pos);
+                self.kill_hashed(&hb, pos, h);
                 self.maintain(&hb);
                 stats.rst_accepted += 1;
                 return Some(TwAction::ResetAccepted);
@@ -1217,7 +1225,7 @@ impl<K: Key> Lane<K> {
         // newer than anything it sent.
         if bare_syn {
             if seg.seq > rcv_nxt || ts_delta.is_some_and(|d| d > 0) {
-                let old = self.kill(&hb, pos);
+                let old = self.kill_hashed(&hb, pos, h);
                 self.maintain(&hb);
                 stats.reopened += 1;
                 return Some(TwAction::Reopen {
@@ -1246,7 +1254,7 @@ impl<K: Key> Lane<K> {
                 new.ts_recent = tsval;
             }
             new.meta = (slot.meta & (ALIVE | HAS_TS)) | restart_off;
-            let stored = self.move_to_tail(&hb, pos, new);
+            let stored = self.move_to_tail(&hb, h, pos, new);
             stats.fin_reacked += 1;
             stats.acks_sent += 1;
             return Some(stored.ack());
@@ -1410,12 +1418,23 @@ impl TimeWaitTable {
 
     fn insert_inner(&mut self, now: Instant, tuple: FourTuple, state: TimeWaitState) -> TwInsert {
         let off = self.expiry_offset(now);
+        match route(&tuple) {
+            Route::V4(k) => self.insert_key(now, |t| &mut t.v4, Slot::new(k, &state, off)),
+            Route::Wide(k) => self.insert_key(now, |t| &mut t.wide, Slot::new(k, &state, off)),
+        }
+    }
+
+    /// [`insert`](Self::insert) of `slot` into the lane `lane` picks.
+    fn insert_key<K: Key>(
+        &mut self,
+        now: Instant,
+        lane: fn(&mut Self) -> &mut Lane<K>,
+        slot: Slot<K>,
+    ) -> TwInsert {
         let hb = self.hb;
-        let replaced = match route(&tuple) {
-            Route::V4(k) => Self::replace_in(&mut self.v4, &hb, k, &state, off),
-            Route::Wide(k) => Self::replace_in(&mut self.wide, &hb, k, &state, off),
-        };
-        if replaced {
+        let h = Lane::hash(&hb, &slot.key);
+        if let Some(pos) = lane(self).find(h, &slot.key) {
+            lane(self).move_to_tail(&hb, h, pos, slot);
             self.stats.replaced += 1;
             return TwInsert::Replaced;
         }
@@ -1432,28 +1451,9 @@ impl TimeWaitTable {
             self.stats.evicted_oldest += 1;
             outcome = TwInsert::EvictedOldest(evicted);
         }
-        match route(&tuple) {
-            Route::V4(k) => self.v4.insert_new(&hb, Slot::new(k, &state, off)),
-            Route::Wide(k) => self.wide.insert_new(&hb, Slot::new(k, &state, off)),
-        }
+        lane(self).insert_new(h, slot);
         self.stats.inserted += 1;
         outcome
-    }
-
-    fn replace_in<K: Key>(
-        lane: &mut Lane<K>,
-        hb: &SipBuild,
-        key: K,
-        state: &TimeWaitState,
-        off: u32,
-    ) -> bool {
-        match lane.find(hb, &key) {
-            Some(pos) => {
-                lane.move_to_tail(hb, pos, Slot::new(key, state, off));
-                true
-            }
-            None => false,
-        }
     }
 
     /// Removes the live entry closest to expiry (whichever lane holds it).
@@ -1480,14 +1480,21 @@ impl TimeWaitTable {
         // The stored key equals the query, so the query is the entry's tuple: copying it
         // leaves less work waiting on the ring load.
         match route(tuple) {
-            Route::V4(k) => self.v4.lookup(&self.hb, &k).map(|(_, s)| TimeWaitEntry {
-                tuple: *tuple,
-                ..s.entry(e, l)
-            }),
-            Route::Wide(k) => self.wide.lookup(&self.hb, &k).map(|(_, s)| TimeWaitEntry {
-                tuple: *tuple,
-                ..s.entry(e, l)
-            }),
+            Route::V4(k) => {
+                self.v4
+                    .lookup(Lane::hash(&self.hb, &k), &k)
+                    .map(|(_, s)| TimeWaitEntry {
+                        tuple: *tuple,
+                        ..s.entry(e, l)
+                    })
+            }
+            Route::Wide(k) => self
+                .wide
+                .lookup(Lane::hash(&self.hb, &k), &k)
+                .map(|(_, s)| TimeWaitEntry {
+                    tuple: *tuple,
+                    ..s.entry(e, l)
+                }),
         }
     }
 
@@ -1495,8 +1502,8 @@ impl TimeWaitTable {
     #[inline]
     pub fn contains(&self, tuple: &FourTuple) -> bool {
         match route(tuple) {
-            Route::V4(k) => self.v4.find(&self.hb, &k).is_some(),
-            Route::Wide(k) => self.wide.find(&self.hb, &k).is_some(),
+            Route::V4(k) => self.v4.find(Lane::hash(&self.hb, &k), &k).is_some(),
+            Route::Wide(k) => self.wide.find(Lane::hash(&self.hb, &k), &k).is_some(),
         }
     }
 
@@ -1520,8 +1527,9 @@ impl TimeWaitTable {
     }
 
     fn remove_in<K: Key>(lane: &mut Lane<K>, hb: &SipBuild, key: &K) -> Option<Slot<K>> {
-        let pos = lane.find(hb, key)?;
-        let s = lane.kill(hb, pos);
+        let h = Lane::hash(hb, key);
+        let pos = lane.find(h, key)?;
+        let s = lane.kill_hashed(hb, pos, h);
         lane.maintain(hb);
         Some(s)
     }
@@ -1764,7 +1772,7 @@ mod tests {
             prev = s.exp_off();
             if s.alive() {
                 let pos = l.head.wrapping_add(i as u32);
-                assert_eq!(l.find(hb, &s.key), Some(pos));
+                assert_eq!(l.find(Lane::hash(hb, &s.key), &s.key), Some(pos));
             }
         }
         if l.count_locals {
