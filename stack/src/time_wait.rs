@@ -478,6 +478,16 @@ impl<T: Copy> Ring<T> {
             .flat_map(move |(i, c)| c[if i == 0 { front } else { 0 }..].iter_mut())
     }
 
+    /// Whether [`shrink`](Self::shrink) has anything to give back.
+    #[inline]
+    fn can_shrink(&self) -> bool {
+        if self.len == 0 {
+            self.chunks.capacity() != 0 || self.spare.is_some()
+        } else {
+            self.chunks.capacity() > 2 * self.chunks.len() + 16
+        }
+    }
+
     /// Frees what an empty ring holds and the directory's excess.
     fn shrink(&mut self) {
         if self.len == 0 {
@@ -862,6 +872,17 @@ impl HashIndex {
         self.side = side;
     }
 
+    /// Whether [`shrink`](Self::shrink) has anything to give back.
+    #[inline]
+    fn can_shrink(&self) -> bool {
+        let n = self.buckets.len();
+        if self.len == 0 {
+            n > 0
+        } else {
+            n > 64 && self.len < Self::max_len(n) / 4
+        }
+    }
+
     /// Gives memory back once the index is less than a quarter of its maximum load.
     fn shrink(&mut self) {
         let n = self.buckets.len();
@@ -1087,7 +1108,21 @@ impl<K: Key> Lane<K> {
 
     /// Gives memory back once a structure is less than a quarter full (halving at 1/4
     /// after doubling at full keeps resizes amortised O(1)).
+    ///
+    /// Runs after every removal and rarely finds anything to do: the checks are inlined,
+    /// the work is not.
+    #[inline]
     fn shrink(&mut self) {
+        let locals =
+            self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4;
+        if self.ring.can_shrink() || self.index.can_shrink() || locals {
+            self.shrink_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shrink_now(&mut self) {
         self.ring.shrink();
         self.index.shrink();
         if self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4 {
