@@ -2843,6 +2843,8 @@ pub mod time_wait {
         };
         let rfc1337 = flags & 2 == 0;
         let mut t = TimeWaitTable::with_seed(life, cap, overflow, rfc1337, [7; 16]);
+        // Without local counts `local_in_use` scans; `compare` checks it exactly either way.
+        t.set_local_counts(flags & 4 == 0);
         let mut m = Model {
             u: universe(),
             e: [None; N],
@@ -2942,8 +2944,11 @@ pub mod time_wait {
                 }
                 7 => now += step_ms(c.u8(), c.u32()) * 1000,
                 8 => {
-                    m.rfc1337 = c.u8() & 1 != 0;
+                    let bits = c.u8();
+                    m.rfc1337 = bits & 1 != 0;
                     t.set_rfc1337(m.rfc1337);
+                    // Bit 1 turns the local counts off; clear, it rebuilds them if off.
+                    t.set_local_counts(bits & 2 == 0);
                 }
                 _ => {
                     let got = t.expire(at);

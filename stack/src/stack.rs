@@ -334,13 +334,16 @@ impl Stack {
     /// A host with no addresses yet. `seed` keys ISNs, timestamps offsets and the port
     /// allocator; pass real randomness outside of tests.
     pub fn new(cfg: Config, seed: [u8; 16]) -> Stack {
-        let tw = TimeWaitTable::with_seed(
+        let mut tw = TimeWaitTable::with_seed(
             cfg.time_wait_lifetime(),
             cfg.max_time_wait,
             cfg.tw_overflow,
             cfg.rfc1337,
             derive_secret(seed, 3),
         );
+        // Only the local-port policy asks `local_in_use`; the counts behind it cost every
+        // TIME_WAIT insert and removal a hash map update.
+        tw.set_local_counts(cfg.reuse_policy == ReusePolicy::LocalPort);
         let cfg_medium = cfg.medium;
         Stack {
             ports: EphemeralPorts::new(cfg.ephemeral_ports, derive_secret(seed, 1)),

@@ -478,6 +478,16 @@ impl<T: Copy> Ring<T> {
             .flat_map(move |(i, c)| c[if i == 0 { front } else { 0 }..].iter_mut())
     }
 
+    /// Whether [`shrink`](Self::shrink) has anything to give back.
+    #[inline]
+    fn can_shrink(&self) -> bool {
+        if self.len == 0 {
+            self.chunks.capacity() != 0 || self.spare.is_some()
+        } else {
+            self.chunks.capacity() > 2 * self.chunks.len() + 16
+        }
+    }
+
     /// Frees what an empty ring holds and the directory's excess.
     fn shrink(&mut self) {
         if self.len == 0 {
@@ -612,8 +622,21 @@ fn short_hash(h: u64) -> u32 {
 /// below 2^23 buckets, 38M entries; larger ones only see more false positives).
 #[inline]
 fn sum_bits(h: u32) -> u32 {
-    (1 << (8 + ((h >> 1) & 15))) | (1 << (24 + ((h >> 5) & 7)))
+    SUM_BITS[((h >> 1) & 127) as usize]
 }
+
+/// [`sum_bits`] for each value of the seven hash bits it reads. One load from this 512-byte
+/// table costs less than the two variable shifts it replaces, which baseline x86-64 can
+/// only do through `cl`; a removal recomputes a bucket's summary from seven or more hashes.
+static SUM_BITS: [u32; 128] = {
+    let mut t = [0; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = (1 << (8 + (i & 15))) | (1 << (24 + (i >> 4)));
+        i += 1;
+    }
+    t
+};
 
 impl HashIndex {
     /// Average entries per bucket before growing (of 7 slots: 79%, so few buckets overflow
@@ -849,6 +872,17 @@ impl HashIndex {
         self.side = side;
     }
 
+    /// Whether [`shrink`](Self::shrink) has anything to give back.
+    #[inline]
+    fn can_shrink(&self) -> bool {
+        let n = self.buckets.len();
+        if self.len == 0 {
+            n > 0
+        } else {
+            n > 64 && self.len < Self::max_len(n) / 4
+        }
+    }
+
     /// Gives memory back once the index is less than a quarter of its maximum load.
     fn shrink(&mut self) {
         let n = self.buckets.len();
@@ -875,8 +909,10 @@ struct Lane<K: Key> {
     head: u32,
     /// Positions of live slots, by key hash.
     index: HashIndex,
-    /// Live entries per local half (entries with count 0 are removed).
+    /// Live entries per local half (entries with count 0 are removed) while
+    /// `count_locals`; empty otherwise.
     locals: HashMap<K::Local, u32, SipBuild>,
+    count_locals: bool,
     live: usize,
 }
 
@@ -887,6 +923,7 @@ impl<K: Key> Lane<K> {
             head: 0,
             index: HashIndex::new(),
             locals: HashMap::with_hasher(hb),
+            count_locals: true,
             live: 0,
         }
     }
@@ -895,19 +932,26 @@ impl<K: Key> Lane<K> {
         pos.wrapping_sub(self.head) as usize
     }
 
-    /// The position and slot of the live entry for `key`.
+    /// The index hash of `key`. Operations that look a key up and then change its entry
+    /// compute it once and pass it along.
     #[inline]
-    fn lookup(&self, hb: &SipBuild, key: &K) -> Option<(u32, &Slot<K>)> {
+    fn hash(hb: &SipBuild, key: &K) -> u32 {
+        short_hash(hb.hash_one(key))
+    }
+
+    /// The position and slot of the live entry for `key`, whose index hash is `h`.
+    #[inline]
+    fn lookup(&self, h: u32, key: &K) -> Option<(u32, &Slot<K>)> {
         let (ring, head) = (&self.ring, self.head);
-        self.index.find_map(short_hash(hb.hash_one(key)), |p| {
+        self.index.find_map(h, |p| {
             ring.get(p.wrapping_sub(head) as usize)
                 .filter(|s| s.key == *key)
                 .map(|s| (p, s))
         })
     }
 
-    fn find(&self, hb: &SipBuild, key: &K) -> Option<u32> {
-        self.lookup(hb, key).map(|(p, _)| p)
+    fn find(&self, h: u32, key: &K) -> Option<u32> {
+        self.lookup(h, key).map(|(p, _)| p)
     }
 
     fn slot(&self, pos: u32) -> &Slot<K> {
@@ -927,44 +971,83 @@ impl<K: Key> Lane<K> {
         pos
     }
 
-    /// Adds a slot for a key that has no live entry.
-    fn insert_new(&mut self, hb: &SipBuild, slot: Slot<K>) {
+    /// Adds a slot for a key, of index hash `h`, that has no live entry.
+    fn insert_new(&mut self, h: u32, slot: Slot<K>) {
         let pos = self.push(slot);
-        self.index.insert(short_hash(hb.hash_one(slot.key)), pos);
+        self.index.insert(h, pos);
         self.live += 1;
-        *self.locals.entry(slot.key.local()).or_insert(0) += 1;
+        if self.count_locals {
+            *self.locals.entry(slot.key.local()).or_insert(0) += 1;
+        }
     }
 
     /// Ends the live entry at `pos`: tombstone, out of the index and the local counts.
     /// The caller runs [`Lane::maintain`] afterwards.
     fn kill(&mut self, hb: &SipBuild, pos: u32) -> Slot<K> {
+        let h = Self::hash(hb, &self.slot(pos).key);
+        self.kill_hashed(hb, pos, h)
+    }
+
+    /// [`kill`](Self::kill) with the key's index hash `h` already at hand.
+    #[inline(always)]
+    fn kill_hashed(&mut self, hb: &SipBuild, pos: u32, h: u32) -> Slot<K> {
         let i = self.rel(pos);
         let slot = self.ring[i];
         debug_assert!(slot.alive());
+        debug_assert_eq!(h, Self::hash(hb, &slot.key), "stale hash");
         self.ring[i].meta &= !ALIVE;
-        let found = self.index.remove(short_hash(hb.hash_one(slot.key)), pos);
+        let found = self.index.remove(h, pos);
         debug_assert!(found, "live slot missing from index");
         self.live -= 1;
-        let local = slot.key.local();
-        match self.locals.get_mut(&local) {
-            Some(c) if *c > 1 => *c -= 1,
-            Some(_) => {
-                self.locals.remove(&local);
+        if self.count_locals {
+            let local = slot.key.local();
+            match self.locals.get_mut(&local) {
+                Some(c) if *c > 1 => *c -= 1,
+                Some(_) => {
+                    self.locals.remove(&local);
+                }
+                None => debug_assert!(false, "local count missing"),
             }
-            None => debug_assert!(false, "local count missing"),
         }
         slot
     }
 
-    /// Replaces the live entry at `pos` by `slot` (same key) at the tail: the old slot
-    /// becomes a tombstone and the index is repointed. Returns the stored slot.
-    fn move_to_tail(&mut self, hb: &SipBuild, pos: u32, slot: Slot<K>) -> Slot<K> {
+    /// Starts (rebuilding the counts from the ring) or stops counting live entries per
+    /// local half.
+    fn set_count_locals(&mut self, on: bool) {
+        if on == self.count_locals {
+            return;
+        }
+        self.count_locals = on;
+        let mut locals = HashMap::with_hasher(*self.locals.hasher());
+        if on {
+            for s in self.ring.iter().filter(|s| s.alive()) {
+                *locals.entry(s.key.local()).or_insert(0) += 1;
+            }
+        }
+        self.locals = locals;
+    }
+
+    /// Whether a live entry has local half `local`.
+    fn has_local(&self, local: &K::Local) -> bool {
+        if self.count_locals {
+            self.locals.contains_key(local)
+        } else {
+            self.ring
+                .iter()
+                .any(|s| s.alive() && s.key.local() == *local)
+        }
+    }
+
+    /// Replaces the live entry at `pos` by `slot` (same key, of index hash `h`) at the
+    /// tail: the old slot becomes a tombstone and the index is repointed. Returns the
+    /// stored slot.
+    fn move_to_tail(&mut self, hb: &SipBuild, h: u32, pos: u32, slot: Slot<K>) -> Slot<K> {
+        debug_assert_eq!(h, Self::hash(hb, &slot.key), "stale hash");
         let i = self.rel(pos);
         self.ring[i].meta &= !ALIVE;
         let new_pos = self.push(slot);
-        let found = self
-            .index
-            .repoint(short_hash(hb.hash_one(slot.key)), pos, new_pos);
+        let found = self.index.repoint(h, pos, new_pos);
         debug_assert!(found, "live slot missing from index");
         let stored = *self.slot(new_pos);
         self.maintain(hb);
@@ -1025,7 +1108,21 @@ impl<K: Key> Lane<K> {
 
     /// Gives memory back once a structure is less than a quarter full (halving at 1/4
     /// after doubling at full keeps resizes amortised O(1)).
+    ///
+    /// Runs after every removal and rarely finds anything to do: the checks are inlined,
+    /// the work is not.
+    #[inline]
     fn shrink(&mut self) {
+        let locals =
+            self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4;
+        if self.ring.can_shrink() || self.index.can_shrink() || locals {
+            self.shrink_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shrink_now(&mut self) {
         self.ring.shrink();
         self.index.shrink();
         if self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4 {
@@ -1049,34 +1146,52 @@ impl<K: Key> Lane<K> {
     }
 
     fn expire(&mut self, hb: &SipBuild, now_us: u64, epoch_ms: u64) -> usize {
+        let due = |s: &Slot<K>| s.expires_us(epoch_ms) <= now_us;
         let mut n = 0;
-        let mut warmed = 0;
+        // Index hashes of the next due live entries, in ring order: the front is always
+        // alive, so they are killed in exactly this order.
+        let mut ahead = [0u32; WARM_BATCH];
+        let (mut next, mut end) = (0, 0);
         let mut acc = 0u32;
-        while self.front_expiry(epoch_ms).is_some_and(|exp| exp <= now_us) {
-            if warmed == 0 && self.index.buckets.len() >= WARM_MIN_BUCKETS {
+        while self.ring.front().is_some_and(due) {
+            if next == end
+                && self.index.buckets.len() >= WARM_MIN_BUCKETS
+                && self.ring.get(1).is_some_and(due)
+            {
                 // Each removal reads a random index line. Loading the next few lines
                 // back to back lets their misses overlap instead of queueing one per
                 // entry (a prefetch, which `forbid(unsafe_code)` rules out otherwise).
+                // A lone due entry (steady churn) has nothing to overlap with.
+                (next, end) = (0, 0);
                 for s in (0..WARM_BATCH).map_while(|k| self.ring.get(k)) {
-                    if s.expires_us(epoch_ms) > now_us {
+                    if !due(s) {
                         break;
                     }
                     if s.alive() {
-                        acc ^= self.index.peek(short_hash(hb.hash_one(s.key)));
+                        let h = short_hash(hb.hash_one(s.key));
+                        acc ^= self.index.peek(h);
+                        ahead[end] = h;
+                        end += 1;
                     }
                 }
-                warmed = WARM_BATCH;
             }
-            self.kill(hb, self.head);
+            if next < end {
+                self.kill_hashed(hb, self.head, ahead[next]);
+                next += 1;
+            } else {
+                self.kill(hb, self.head);
+            }
             while self.ring.front().is_some_and(|s| !s.alive()) {
                 self.ring.pop_front();
                 self.head = self.head.wrapping_add(1);
             }
             n += 1;
-            warmed = warmed.saturating_sub(1);
         }
         core::hint::black_box(acc);
-        self.shrink();
+        if n > 0 {
+            // Nothing else shrinks between removals, and only removals make room to give.
+            self.shrink();
+        }
         n
     }
 
@@ -1097,7 +1212,8 @@ impl<K: Key> Lane<K> {
         restart_off: u32,
     ) -> Option<TwAction> {
         let hb = ctx.hb;
-        let pos = self.find(&hb, key)?;
+        let h = Self::hash(&hb, key);
+        let pos = self.find(h, key)?;
         let slot = *self.slot(pos);
         let stats = &mut *ctx.stats;
         let rcv_nxt = SeqNum(slot.rcv_nxt);
@@ -1108,7 +1224,7 @@ impl<K: Key> Lane<K> {
         // (RFC 5961 §3.2 reasoning: blind RSTs must guess rcv_nxt exactly).
         if seg.rst {
             if !ctx.rfc1337 && seg.seq == rcv_nxt {
-                self.kill(&hb, pos);
+                self.kill_hashed(&hb, pos, h);
                 self.maintain(&hb);
                 stats.rst_accepted += 1;
                 return Some(TwAction::ResetAccepted);
@@ -1144,7 +1260,7 @@ impl<K: Key> Lane<K> {
         // newer than anything it sent.
         if bare_syn {
             if seg.seq > rcv_nxt || ts_delta.is_some_and(|d| d > 0) {
-                let old = self.kill(&hb, pos);
+                let old = self.kill_hashed(&hb, pos, h);
                 self.maintain(&hb);
                 stats.reopened += 1;
                 return Some(TwAction::Reopen {
@@ -1173,7 +1289,7 @@ impl<K: Key> Lane<K> {
                 new.ts_recent = tsval;
             }
             new.meta = (slot.meta & (ALIVE | HAS_TS)) | restart_off;
-            let stored = self.move_to_tail(&hb, pos, new);
+            let stored = self.move_to_tail(&hb, h, pos, new);
             stats.fin_reacked += 1;
             stats.acks_sent += 1;
             return Some(stored.ack());
@@ -1212,7 +1328,7 @@ struct Ctx<'a> {
 /// [`memory_bytes`](Self::memory_bytes), [`next_expiry`](Self::next_expiry).
 /// Inputs: [`handle_segment`](Self::handle_segment), [`expire`](Self::expire) (call it at
 /// `next_expiry`). Mutators: [`insert`](Self::insert), [`remove`](Self::remove),
-/// [`set_rfc1337`](Self::set_rfc1337).
+/// [`set_rfc1337`](Self::set_rfc1337), [`set_local_counts`](Self::set_local_counts).
 ///
 /// `now` is expected not to go backwards; if it does, new expiries are clamped so that
 /// expiry order stays insertion order.
@@ -1337,12 +1453,23 @@ impl TimeWaitTable {
 
     fn insert_inner(&mut self, now: Instant, tuple: FourTuple, state: TimeWaitState) -> TwInsert {
         let off = self.expiry_offset(now);
+        match route(&tuple) {
+            Route::V4(k) => self.insert_key(now, |t| &mut t.v4, Slot::new(k, &state, off)),
+            Route::Wide(k) => self.insert_key(now, |t| &mut t.wide, Slot::new(k, &state, off)),
+        }
+    }
+
+    /// [`insert`](Self::insert) of `slot` into the lane `lane` picks.
+    fn insert_key<K: Key>(
+        &mut self,
+        now: Instant,
+        lane: fn(&mut Self) -> &mut Lane<K>,
+        slot: Slot<K>,
+    ) -> TwInsert {
         let hb = self.hb;
-        let replaced = match route(&tuple) {
-            Route::V4(k) => Self::replace_in(&mut self.v4, &hb, k, &state, off),
-            Route::Wide(k) => Self::replace_in(&mut self.wide, &hb, k, &state, off),
-        };
-        if replaced {
+        let h = Lane::hash(&hb, &slot.key);
+        if let Some(pos) = lane(self).find(h, &slot.key) {
+            lane(self).move_to_tail(&hb, h, pos, slot);
             self.stats.replaced += 1;
             return TwInsert::Replaced;
         }
@@ -1359,28 +1486,9 @@ impl TimeWaitTable {
             self.stats.evicted_oldest += 1;
             outcome = TwInsert::EvictedOldest(evicted);
         }
-        match route(&tuple) {
-            Route::V4(k) => self.v4.insert_new(&hb, Slot::new(k, &state, off)),
-            Route::Wide(k) => self.wide.insert_new(&hb, Slot::new(k, &state, off)),
-        }
+        lane(self).insert_new(h, slot);
         self.stats.inserted += 1;
         outcome
-    }
-
-    fn replace_in<K: Key>(
-        lane: &mut Lane<K>,
-        hb: &SipBuild,
-        key: K,
-        state: &TimeWaitState,
-        off: u32,
-    ) -> bool {
-        match lane.find(hb, &key) {
-            Some(pos) => {
-                lane.move_to_tail(hb, pos, Slot::new(key, state, off));
-                true
-            }
-            None => false,
-        }
     }
 
     /// Removes the live entry closest to expiry (whichever lane holds it).
@@ -1407,14 +1515,21 @@ impl TimeWaitTable {
         // The stored key equals the query, so the query is the entry's tuple: copying it
         // leaves less work waiting on the ring load.
         match route(tuple) {
-            Route::V4(k) => self.v4.lookup(&self.hb, &k).map(|(_, s)| TimeWaitEntry {
-                tuple: *tuple,
-                ..s.entry(e, l)
-            }),
-            Route::Wide(k) => self.wide.lookup(&self.hb, &k).map(|(_, s)| TimeWaitEntry {
-                tuple: *tuple,
-                ..s.entry(e, l)
-            }),
+            Route::V4(k) => {
+                self.v4
+                    .lookup(Lane::hash(&self.hb, &k), &k)
+                    .map(|(_, s)| TimeWaitEntry {
+                        tuple: *tuple,
+                        ..s.entry(e, l)
+                    })
+            }
+            Route::Wide(k) => self
+                .wide
+                .lookup(Lane::hash(&self.hb, &k), &k)
+                .map(|(_, s)| TimeWaitEntry {
+                    tuple: *tuple,
+                    ..s.entry(e, l)
+                }),
         }
     }
 
@@ -1422,8 +1537,8 @@ impl TimeWaitTable {
     #[inline]
     pub fn contains(&self, tuple: &FourTuple) -> bool {
         match route(tuple) {
-            Route::V4(k) => self.v4.find(&self.hb, &k).is_some(),
-            Route::Wide(k) => self.wide.find(&self.hb, &k).is_some(),
+            Route::V4(k) => self.v4.find(Lane::hash(&self.hb, &k), &k).is_some(),
+            Route::Wide(k) => self.wide.find(Lane::hash(&self.hb, &k), &k).is_some(),
         }
     }
 
@@ -1447,8 +1562,9 @@ impl TimeWaitTable {
     }
 
     fn remove_in<K: Key>(lane: &mut Lane<K>, hb: &SipBuild, key: &K) -> Option<Slot<K>> {
-        let pos = lane.find(hb, key)?;
-        let s = lane.kill(hb, pos);
+        let h = Lane::hash(hb, key);
+        let pos = lane.find(h, key)?;
+        let s = lane.kill_hashed(hb, pos, h);
         lane.maintain(hb);
         Some(s)
     }
@@ -1560,13 +1676,28 @@ impl TimeWaitTable {
         v4.chain(wide)
     }
 
-    /// True when any live entry has this exact local ip:port (for the local-port policy). O(1).
+    /// True when any live entry has this exact local ip:port (for the local-port policy).
+    ///
+    /// O(1) while the table counts entries per local address (the default, see
+    /// [`set_local_counts`](Self::set_local_counts)); otherwise a scan of every entry, O(n),
+    /// with the same answer.
     pub fn local_in_use(&self, local: SocketAddr) -> bool {
-        let wide = self.wide.locals.contains_key(&local);
+        let wide = self.wide.has_local(&local);
         match local {
-            SocketAddr::V4(a) => wide || self.v4.locals.contains_key(&v4_local(&a)),
+            SocketAddr::V4(a) => wide || self.v4.has_local(&v4_local(&a)),
             SocketAddr::V6(_) => wide,
         }
+    }
+
+    /// Whether the table counts its entries per local ip:port, which makes
+    /// [`local_in_use`](Self::local_in_use) O(1) (on by default).
+    ///
+    /// The counts cost a hash map update, and its cache misses, on every insert and
+    /// removal; a caller that never asks `local_in_use`, or only rarely, turns them off.
+    /// Turning them back on rebuilds them from the entries, O(n).
+    pub fn set_local_counts(&mut self, on: bool) {
+        self.v4.set_count_locals(on);
+        self.wide.set_count_locals(on);
     }
 
     /// Counters since creation.
@@ -1676,11 +1807,19 @@ mod tests {
             prev = s.exp_off();
             if s.alive() {
                 let pos = l.head.wrapping_add(i as u32);
-                assert_eq!(l.find(hb, &s.key), Some(pos));
+                assert_eq!(l.find(Lane::hash(hb, &s.key), &s.key), Some(pos));
             }
         }
-        let total: u32 = l.locals.values().sum();
-        assert_eq!(total as usize, l.live);
+        if l.count_locals {
+            let mut want = StdMap::new();
+            for s in l.ring.iter().filter(|s| s.alive()) {
+                *want.entry(s.key.local()).or_insert(0u32) += 1;
+            }
+            let got: StdMap<_, _> = l.locals.iter().map(|(&k, &n)| (k, n)).collect();
+            assert!(got == want, "local counts disagree with the ring");
+        } else {
+            assert!(l.locals.is_empty());
+        }
     }
 
     fn check_all(t: &TimeWaitTable) {
@@ -2135,6 +2274,14 @@ mod tests {
     }
 
     #[test]
+    fn summary_bits_are_one_of_sixteen_and_one_of_eight() {
+        for h in (0..1u32 << 12).chain((0..64).map(|i| 0x9e37_79b9u32.wrapping_mul(i))) {
+            let want = (1 << (8 + ((h >> 1) & 15))) | (1 << (24 + ((h >> 5) & 7)));
+            assert_eq!(sum_bits(h), want, "{h:#x}");
+        }
+    }
+
+    #[test]
     fn local_in_use_counts_exactly() {
         let mut t = table();
         let local = t4(1000, 80).local;
@@ -2164,6 +2311,47 @@ mod tests {
         assert!(t.local_in_use(t4(7, 80).local));
         assert_eq!(t.get(&mixed).unwrap().tuple, mixed);
         check_all(&t);
+    }
+
+    #[test]
+    fn local_in_use_without_counts_scans_exactly() {
+        let mut t = table();
+        t.set_local_counts(false);
+        assert_eq!(t.memory_bytes(), 0);
+        let local = t4(1000, 80).local;
+        assert!(!t.local_in_use(local));
+        t.insert(ms(0), t4(1000, 80), st(1, 1, None));
+        t.insert(ms(1), t4(1000, 81), st(1, 1, None));
+        t.insert(ms(2), t6(5, 80), st(1, 1, None));
+        let mixed = FourTuple::new(t4(7, 80).local, t6(1, 80).remote);
+        t.insert(ms(3), mixed, st(1, 1, None));
+        check_all(&t);
+        assert!(t.v4.locals.is_empty() && t.wide.locals.is_empty());
+        let asked = [
+            local,
+            t4(1001, 80).local,
+            t6(5, 80).local,
+            t6(6, 80).local,
+            t4(7, 80).local,
+        ];
+        let want = [true, false, true, false, true];
+        let answers = |t: &TimeWaitTable| asked.map(|l| t.local_in_use(l));
+        assert_eq!(answers(&t), want);
+        // A tombstone (the removed entry's slot) must not count.
+        t.remove(&t4(1000, 81));
+        assert_eq!(answers(&t), want);
+        t.remove(&t4(1000, 80));
+        assert_eq!(answers(&t), [false, false, true, false, true]);
+        // Back on: the counts are rebuilt from the entries.
+        t.insert(ms(4), t4(1000, 82), st(1, 1, None));
+        t.set_local_counts(true);
+        check_all(&t);
+        assert_eq!(answers(&t), want);
+        t.set_local_counts(false);
+        check_all(&t);
+        assert_eq!(answers(&t), want);
+        t.expire(ms(4) + LIFE);
+        assert_eq!(answers(&t), [false; 5]);
     }
 
     #[test]
@@ -2529,6 +2717,51 @@ mod tests {
         }
         ix.shrink();
         assert_eq!(ix.allocation_size(), 0);
+    }
+
+    /// Expiry over an index large enough to load lines ahead, with tombstones (removed
+    /// and restarted entries) among the due ones: every due entry goes, nothing else.
+    #[test]
+    fn expiry_with_lines_loaded_ahead_and_tombstones() {
+        const N: u16 = 60_000;
+        let mut t =
+            TimeWaitTable::with_seed(LIFE, 1_000_000, TwOverflow::EvictOldest, true, [5; 16]);
+        let tuple = |i: u32| {
+            FourTuple::new(
+                SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 80)),
+                SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + (i >> 16)), i as u16)),
+            )
+        };
+        let n = 6 * N as u32;
+        for i in 0..n {
+            t.insert(ms(i as u64 / 100), tuple(i), st(i, i, None));
+        }
+        assert!(t.v4.index.buckets.len() >= WARM_MIN_BUCKETS);
+        let late_ms = n as u64 / 100;
+        let late = ms(late_ms);
+        let mut want = n as usize;
+        for i in (0..n).step_by(3) {
+            assert!(t.remove(&tuple(i)).is_some());
+            want -= 1;
+        }
+        for i in (1..n).step_by(5) {
+            if t.insert(late, tuple(i), st(i, i, None)) == TwInsert::Inserted {
+                want += 1;
+            }
+        }
+        check_all(&t);
+        // Due in small steps, from the first expiry on.
+        let life_ms = LIFE.as_millis() as u64;
+        for now in (life_ms..late_ms + life_ms).step_by(7) {
+            want -= t.expire(ms(now));
+        }
+        check_all(&t);
+        assert_eq!(t.len(), want);
+        // The last original entry went in at `late_ms - 1`; the restarted ones at `late`.
+        t.expire(ms(late_ms - 1 + life_ms));
+        check_all(&t);
+        assert_eq!(t.len(), (1..n).step_by(5).count());
+        assert!((1..n).step_by(5).all(|i| t.contains(&tuple(i))));
     }
 
     #[test]
