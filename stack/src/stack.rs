@@ -487,8 +487,8 @@ impl Stack {
         Self::tcb_in(&mut self.slots, h)
     }
 
-    /// [`Stack::tcb_mut`] borrowing only the slots, so the config can be borrowed beside
-    /// it (instead of cloned on every call).
+    /// [`Stack::tcb_mut`] borrowing only the slots, so the config, the queues and the
+    /// timers can be borrowed beside it (instead of cloned or looked up again).
     fn tcb_in(slots: &mut [Slot<Box<Tcb>>], h: ConnHandle) -> Result<&mut Tcb, Error> {
         match slots.get_mut(h.idx as usize) {
             Some(s) if s.gen == h.gen => match &mut s.item {
@@ -748,7 +748,7 @@ impl Stack {
 
     /// Queues data; returns how many bytes were taken (possibly fewer than offered).
     pub fn send(&mut self, now: Instant, h: ConnHandle, data: &[u8]) -> Result<usize, Error> {
-        let t = self.tcb_mut(h)?;
+        let t = Self::tcb_in(&mut self.slots, h)?;
         if let Some(e) = t.error {
             return Err(Error::Connection(e));
         }
@@ -759,8 +759,16 @@ impl Stack {
         if n == 0 && !data.is_empty() {
             return Err(Error::WouldBlock);
         }
-        let before = t.state;
-        self.after(now, h.idx, before, Disposition::Keep);
+        // Queuing data changes no state and no event: the connection may now have
+        // something to send, and against a zero window the persist timer may be armed.
+        // That is all of `after` it needs.
+        if t.in_conns {
+            if !t.in_tx_queue && t.wants_tx() {
+                t.in_tx_queue = true;
+                self.tx.push_back(h.idx);
+            }
+            Self::schedule(&mut self.timers, h.idx, t);
+        }
         Ok(n)
     }
 
