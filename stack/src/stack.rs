@@ -704,7 +704,7 @@ impl Stack {
         tcb.open_active(now);
         self.counters.active_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(now, idx, TcpState::Closed, Disposition::Keep);
+        self.after_open(idx);
         Ok(ConnHandle {
             idx,
             gen: self.slots[idx as usize].gen,
@@ -1050,7 +1050,7 @@ impl Stack {
         }
         self.counters.passive_opens += 1;
         let idx = self.insert_tcb(tcb);
-        self.after(now, idx, TcpState::Closed, Disposition::Keep);
+        self.after_open(idx);
     }
 
     fn cookies_recent(&self, now: Instant) -> bool {
@@ -1378,6 +1378,28 @@ impl Stack {
         if !live && !t.held {
             self.free_slot(idx);
         }
+    }
+
+    /// [`Stack::after`] for a connection just opened (SYN-SENT or SYN-RECEIVED, already
+    /// in the connection table): all it needs is its state counted and its SYN queued.
+    fn after_open(&mut self, idx: u32) {
+        let Some(t) = self.slots[idx as usize].item.as_mut() else {
+            return;
+        };
+        debug_assert!(
+            t.in_conns && matches!(t.state, TcpState::SynSent | TcpState::SynReceived),
+            "after_open on a {:?} connection",
+            t.state
+        );
+        self.state_counts[t.state.index()] += 1;
+        Self::queue_work(
+            &mut self.timers,
+            &mut self.tx,
+            &mut self.events,
+            idx,
+            t,
+            true,
+        );
     }
 
     /// What follows any TCB call: a live connection's timer and place in the transmit
