@@ -1249,9 +1249,9 @@ impl Stack {
         let mut after_state = t.state;
         let in_table = t.in_conns;
         if matches!(d, Disposition::Keep) && after_state == before && in_table {
-            // The common case (data, ACKs, application calls that change no state): a
-            // live connection stays live in the same state; only output, timers and
-            // events can have changed.
+            // The common case (data and ACKs that change no state): a live connection
+            // stays live in the same state; only output, timers and events can have
+            // changed. (`recv` and `send` never get here: they do their part inline.)
             Self::queue_work(
                 &mut self.timers,
                 &mut self.tx,
