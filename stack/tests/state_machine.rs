@@ -473,3 +473,34 @@ fn zero_window_probe_byte_counts_as_sent() {
     );
     assert_eq!(h.stack.counters().segments_dropped(SegDrop::BadAck), 0);
 }
+
+#[test]
+fn reading_a_full_window_sends_a_window_update_at_once() {
+    let cfg = Config {
+        recv_buffer: 4096,
+        ..Config::default()
+    };
+    let mut h = Harness::new(cfg);
+    let (iss, c) = established(&mut h);
+    let data = [7u8; 4096];
+    let mut seq = 1001u32;
+    for chunk in data.chunks(1460) {
+        h.send(h.seg("A", seq, iss + 1), chunk);
+        seq += chunk.len() as u32;
+    }
+    // Delayed ACKs: let the last one out.
+    h.advance(Duration::from_millis(500));
+    let acks = h.replies();
+    let last = acks.last().expect("the data was acknowledged");
+    assert_eq!(last.ack, seq);
+    assert_eq!(last.window, 0, "the buffer is full: {acks:?}");
+    // The application reads everything: the window opens by the whole buffer, and the
+    // update goes out now, not when the peer's persist timer would probe.
+    let mut buf = [0u8; 8192];
+    let now = h.now;
+    assert_eq!(h.stack.recv(now, c, &mut buf), Ok(4096));
+    let update = h.one();
+    assert!(update.flags.ack && update.payload.is_empty());
+    assert_eq!(update.ack, seq);
+    assert_eq!(update.window, 4096);
+}
