@@ -760,15 +760,18 @@ impl Stack {
         if n == 0 && !data.is_empty() {
             return Err(Error::WouldBlock);
         }
-        // Queuing data changes no state and no event: the connection may now have
-        // something to send, and against a zero window the persist timer may be armed.
-        // That is all of `after` it needs.
+        // Queuing data changes no state: the connection may now have something to send,
+        // and against a zero window the persist timer may be armed. That is all of
+        // `after` it needs.
         if t.in_conns {
-            if !t.in_tx_queue && t.wants_tx() {
-                t.in_tx_queue = true;
-                self.tx.push_back(h.idx);
-            }
-            Self::schedule(&mut self.timers, h.idx, t);
+            Self::queue_work(
+                &mut self.timers,
+                &mut self.tx,
+                &mut self.events,
+                h.idx,
+                t,
+                true,
+            );
         }
         Ok(n)
     }
