@@ -1113,9 +1113,7 @@ impl<K: Key> Lane<K> {
     /// the work is not.
     #[inline]
     fn shrink(&mut self) {
-        let locals =
-            self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4;
-        if self.ring.can_shrink() || self.index.can_shrink() || locals {
+        if self.ring.can_shrink() || self.index.can_shrink() || self.locals_can_shrink() {
             self.shrink_now();
         }
     }
@@ -1125,9 +1123,15 @@ impl<K: Key> Lane<K> {
     fn shrink_now(&mut self) {
         self.ring.shrink();
         self.index.shrink();
-        if self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4 {
+        if self.locals_can_shrink() {
             self.locals.shrink_to(self.locals.len() * 2);
         }
+    }
+
+    /// Whether the local counts' map is large and under a quarter full.
+    #[inline]
+    fn locals_can_shrink(&self) -> bool {
+        self.locals.capacity() > MIN_SHRINK && self.locals.len() < self.locals.capacity() / 4
     }
 
     /// Expiry (µs) of the oldest live entry.
