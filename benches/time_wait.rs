@@ -14,6 +14,11 @@
 //! between two index sizes). The bench prints them with the table's own `memory_bytes()`
 //! estimate.
 //!
+//! The `-prefetch` variants run the same operations in groups of
+//! [`PREFETCH_GROUP`](fourtuple_stack::time_wait::PREFETCH_GROUP), each group's lines
+//! first loaded together by `TimeWaitTable::prefetch`: what a driver holding a batch of
+//! packets gets. Their time includes the prefetching.
+//!
 //! At 1M and 10M entries every random operation is a cache and TLB miss on 4 KiB pages.
 //! To see what 2 MiB pages change, run the same bench with glibc's malloc asked to use
 //! transparent huge pages (the stack itself makes no system calls, so this stays out of
@@ -27,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant as WallInstant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use fourtuple_stack::time_wait::{TimeWaitState, TwAction, TwSegment};
+use fourtuple_stack::time_wait::{TimeWaitState, TwAction, TwSegment, PREFETCH_GROUP};
 use fourtuple_stack::{FourTuple, Instant, SeqNum, TimeWaitTable, TwOverflow};
 
 /// The global allocator, counting the bytes currently allocated.
@@ -189,7 +194,9 @@ impl Model {
         (ins, t.elapsed(), expired)
     }
 
-    fn lookups(&mut self, hit: bool) -> Duration {
+    /// Lookups of random live (`hit`) or absent keys, one after another or, with
+    /// `prefetch`, in groups whose lines [`TimeWaitTable::prefetch`] loads first.
+    fn lookups(&mut self, hit: bool, prefetch: bool) -> Duration {
         let keys: Vec<FourTuple> = (0..CHUNK)
             .map(|_| {
                 let i = self.live();
@@ -200,18 +207,25 @@ impl Model {
                 }
             })
             .collect();
+        let group = if prefetch { PREFETCH_GROUP } else { keys.len() };
         let t = WallInstant::now();
-        for k in &keys {
-            let found = self.table.get(k);
-            debug_assert_eq!(found.is_some(), hit);
-            black_box(found);
+        for g in keys.chunks(group) {
+            if prefetch {
+                self.table.prefetch(g);
+            }
+            for k in g {
+                let found = self.table.get(k);
+                debug_assert_eq!(found.is_some(), hit);
+                black_box(found);
+            }
         }
         t.elapsed()
     }
 
     /// SYNs that reopen live entries (SEG.SEQ above RCV.NXT, newer TSval); each reopened
     /// tuple then goes back into TIME_WAIT (its new incarnation closed), untimed.
-    fn reopens(&mut self) -> Duration {
+    /// With `prefetch`, in groups whose lines [`TimeWaitTable::prefetch`] loads first.
+    fn reopens(&mut self, prefetch: bool) -> Duration {
         let now = self.now();
         let picks: Vec<u64> = (0..CHUNK).map(|_| self.live()).collect();
         let segs: Vec<(FourTuple, TwSegment)> = picks
@@ -226,11 +240,18 @@ impl Model {
                 (tuple(i), seg)
             })
             .collect();
+        let keys: Vec<FourTuple> = segs.iter().map(|(k, _)| *k).collect();
+        let group = if prefetch { PREFETCH_GROUP } else { segs.len() };
         let t = WallInstant::now();
         let mut reopened = 0u64;
-        for (k, seg) in &segs {
-            if let Some(TwAction::Reopen { .. }) = self.table.handle_segment(now, k, seg) {
-                reopened += 1;
+        for (g, ks) in segs.chunks(group).zip(keys.chunks(group)) {
+            if prefetch {
+                self.table.prefetch(ks);
+            }
+            for (k, seg) in g {
+                if let Some(TwAction::Reopen { .. }) = self.table.handle_segment(now, k, seg) {
+                    reopened += 1;
+                }
             }
         }
         let dt = t.elapsed();
@@ -258,18 +279,13 @@ fn timed(m: &mut Model, iters: u64, op: &str) -> Duration {
                 total += exp;
                 done += n as u64;
             }
-            "lookup-hit" => {
-                total += m.lookups(true);
+            "lookup-hit" | "lookup-miss" | "lookup-hit-prefetch" | "lookup-miss-prefetch" => {
+                total += m.lookups(op.contains("hit"), op.ends_with("prefetch"));
                 done += CHUNK;
                 m.advance();
             }
-            "lookup-miss" => {
-                total += m.lookups(false);
-                done += CHUNK;
-                m.advance();
-            }
-            "syn-reopen" => {
-                total += m.reopens();
+            "syn-reopen" | "syn-reopen-prefetch" => {
+                total += m.reopens(op.ends_with("prefetch"));
                 done += CHUNK;
                 m.advance();
             }
@@ -299,7 +315,10 @@ fn bench(c: &mut Criterion) {
             "insert",
             "lookup-hit",
             "lookup-miss",
+            "lookup-hit-prefetch",
+            "lookup-miss-prefetch",
             "syn-reopen",
+            "syn-reopen-prefetch",
             "expire",
         ] {
             g.bench_function(BenchmarkId::new(op, n), |b| {
