@@ -854,15 +854,57 @@ impl HashIndex {
         let home = self.home(h);
         let mut b = home;
         while b != at {
-            self.buckets[b].sub_over();
-            if !self.buckets[b].overflowed() {
-                self.side[b] &= !OVER_BIT;
-            }
+            self.sub_over(b);
             b = self.next(b);
         }
         self.len -= 1;
+        self.backfill(at, i);
         self.resum(home);
         true
+    }
+
+    /// Takes one passing-through count off bucket `b`, clearing its overflow flag at 0.
+    fn sub_over(&mut self, b: usize) {
+        self.buckets[b].sub_over();
+        if !self.buckets[b].overflowed() {
+            self.side[b] &= !OVER_BIT;
+        }
+    }
+
+    /// Refills the slot `i` just freed in bucket `at` with an entry from the next bucket
+    /// that probed past `at`, and so on down the run while each freed slot can be filled
+    /// from the next line.
+    ///
+    /// Without this an entry placed past a full home stays there after its home empties,
+    /// and a long-running table drifts: at 10M entries, 5.6% of entries sat away from
+    /// their home right after filling and 12% after 12M more inserts and expiries, each
+    /// one a second line for every lookup. Moving an entry back keeps it between its
+    /// home and where it was, so lookups still find it and summaries (per home) do not
+    /// change; only the counts of the buckets it no longer passes drop.
+    fn backfill(&mut self, mut at: usize, mut i: usize) {
+        // Bounded by the bucket count: every step moves one bucket on.
+        for _ in 0..self.buckets.len() {
+            if !self.buckets[at].overflowed() {
+                return;
+            }
+            let nb = self.next(at);
+            let used = self.side[nb] & USED_MASK;
+            // An entry of `nb` that is not at home passed through `at` on its probe.
+            let Some(j) = (0..B_SLOTS)
+                .find(|&j| used & (1 << j) != 0 && self.home(self.buckets[nb].tags[j]) != nb)
+            else {
+                return;
+            };
+            let (t, p) = (self.buckets[nb].tags[j], self.buckets[nb].pos[j]);
+            self.buckets[at].tags[i] = t;
+            self.buckets[at].pos[i] = p;
+            self.side[at] |= 1 << i;
+            self.sub_over(at);
+            self.buckets[nb].tags[j] = 0;
+            self.buckets[nb].pos[j] = 0;
+            self.side[nb] &= !(1 << j);
+            (at, i) = (nb, j);
+        }
     }
 
     /// Repoints (`h`, `old`) to `new`; false when (`h`, `old`) is not indexed.
@@ -2852,8 +2894,46 @@ mod tests {
         assert_eq!(ix.allocation_size(), 0);
     }
 
+    /// A removal from a bucket that entries probed past pulls one of them back from the
+    /// next bucket, and the counts follow: the bucket's overflow count drops to 0 when
+    /// the last one comes home.
+    #[test]
+    fn removal_pulls_an_overflowed_entry_back() {
+        let mut ix = HashIndex::new();
+        // Hashes whose home is bucket 1 of 4 (multiply-shift: the top two bits).
+        let h = |k: u32| (1 << 30) | (k << 1) | 1;
+        for k in 0..9 {
+            ix.insert(h(k), k);
+        }
+        assert_eq!(ix.buckets.len(), 4);
+        assert_eq!(
+            ix.buckets[1].tags[B_SLOTS], 4,
+            "two entries passed bucket 1"
+        );
+        assert_eq!(ix.locate(h(7), 7).map(|(b, _)| b), Some(2));
+        assert_eq!(ix.locate(h(8), 8).map(|(b, _)| b), Some(2));
+        assert!(ix.remove(h(3), 3));
+        // One of the two came back to its home, into the freed slot.
+        let homes: Vec<usize> = [7, 8]
+            .iter()
+            .map(|&k| ix.locate(h(k), k).unwrap().0)
+            .collect();
+        assert!(homes.contains(&1) && homes.contains(&2), "{homes:?}");
+        assert_eq!(ix.buckets[1].tags[B_SLOTS], 2);
+        assert_ne!(ix.side[1] & OVER_BIT, 0);
+        assert!(ix.remove(h(0), 0));
+        assert_eq!(ix.locate(h(7), 7).map(|(b, _)| b), Some(1));
+        assert_eq!(ix.locate(h(8), 8).map(|(b, _)| b), Some(1));
+        assert_eq!(ix.buckets[1].tags[B_SLOTS], 0);
+        assert_eq!(ix.side[1] & OVER_BIT, 0);
+        assert_eq!(ix.side[2] & USED_MASK, 0);
+        for k in (1..9).filter(|&k| k != 3) {
+            assert_eq!(ix.find_map(h(k), |p| (p == k).then_some(p)), Some(k));
+        }
+    }
+
     /// What `prefetch` loads is what lookups read: for an entry in its home bucket or the
-    /// next one (where all but a few live: 97% here), the candidate slot is the entry's own, and
+    /// next one (where all but a few live: 99.3% here), the candidate slot is the entry's own, and
     /// misses load no slot. Run on a table churned long enough for entries to sit past
     /// their home, in both lanes, and `prefetch` itself over hits, misses and an empty
     /// table.
@@ -2920,7 +3000,7 @@ mod tests {
             "too few entries past their home to test: {next}"
         );
         assert!(
-            far * 20 < live.len(),
+            far * 50 < live.len(),
             "{far} of {} entries 2+ buckets away ({own} home, {next} next, {twins} twins, {} buckets)",
             live.len(), t.v4.index.buckets.len()
         );
