@@ -2942,11 +2942,7 @@ pub mod time_wait {
                     let want = m.expire(now);
                     assert_eq!(got, want, "expire");
                 }
-                7 => {
-                    now += step_ms(c.u8(), c.u32()) * 1000;
-                    // Loads only; `compare` below checks that nothing changed.
-                    t.prefetch(&u);
-                }
+                7 => now += step_ms(c.u8(), c.u32()) * 1000,
                 8 => {
                     let bits = c.u8();
                     m.rfc1337 = bits & 1 != 0;
