@@ -811,6 +811,10 @@ impl Stack {
         let t = Self::tcb_in(&mut self.slots, h)?;
         let before = t.state;
         let d = t.shutdown_write(now, cfg);
+        if t.state == TcpState::FinWait1 && before != TcpState::FinWait1 {
+            // An active close: see `close`.
+            self.tw.prefetch_index(&t.tuple);
+        }
         self.after(now, h.idx, before, d);
         Ok(())
     }
@@ -841,6 +845,11 @@ impl Stack {
                 if t.state == TcpState::FinWait2 {
                     // Already half-closed earlier: now orphaned, so bound FIN-WAIT-2.
                     t.arm_fin_wait_2(now, cfg);
+                }
+                if t.state == TcpState::FinWait1 && before != TcpState::FinWait1 {
+                    // An active close: this connection will most likely end in
+                    // TIME-WAIT about a round trip from now.
+                    self.tw.prefetch_index(&t.tuple);
                 }
                 d
             }

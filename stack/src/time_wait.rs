@@ -52,6 +52,7 @@ use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, SocketAddrV4};
 
+use fourtuple_hint::prefetch;
 use hashbrown::HashMap;
 
 use crate::config::TwOverflow;
@@ -235,14 +236,10 @@ trait Key: Copy + Eq + Hash {
     type Local: Copy + Eq + Hash;
     fn local(&self) -> Self::Local;
     fn tuple(&self) -> FourTuple;
-    /// A word read from the start of the key (its value does not matter: reading it
-    /// loads its line).
-    fn touch(&self) -> u32;
 }
 
-/// Compact IPv4 key: 12 bytes, alignment 4, `local_ip` first (see [`Slot::touch`]).
+/// Compact IPv4 key: 12 bytes, alignment 4.
 #[derive(Copy, Clone, PartialEq, Eq)]
-#[repr(C)]
 struct V4Key {
     local_ip: u32,
     remote_ip: u32,
@@ -270,10 +267,6 @@ impl Key for V4Key {
             SocketAddr::V4(SocketAddrV4::new(self.remote_ip.into(), self.remote_port)),
         )
     }
-    #[inline]
-    fn touch(&self) -> u32 {
-        self.local_ip
-    }
 }
 
 impl Key for FourTuple {
@@ -283,9 +276,6 @@ impl Key for FourTuple {
     }
     fn tuple(&self) -> FourTuple {
         *self
-    }
-    fn touch(&self) -> u32 {
-        self.local.port() as u32 ^ self.remote.port() as u32
     }
 }
 
@@ -311,7 +301,7 @@ fn v4_local(a: &SocketAddrV4) -> (u32, u16) {
     ((*a.ip()).into(), a.port())
 }
 
-/// One ring slot. In declaration order (`repr(C)`): [`Slot::touch`] relies on the key
+/// One ring slot. In declaration order (`repr(C)`): [`Slot::prefetch`] relies on the key
 /// coming first and `meta` last.
 #[derive(Copy, Clone)]
 #[repr(C)]
@@ -337,11 +327,12 @@ impl<K: Key> Slot<K> {
     fn alive(&self) -> bool {
         self.meta & ALIVE != 0
     }
-    /// Reads the first and the last word, so both cache lines of a slot that straddles
-    /// two get loaded (a 28-byte IPv4 slot does in 6 of 16 positions).
+    /// Prefetches the first and the last field, so both cache lines of a slot that
+    /// straddles two get loaded (a 28-byte IPv4 slot does in 6 of 16 positions).
     #[inline]
-    fn touch(&self) -> u32 {
-        self.key.touch() ^ self.meta
+    fn prefetch(&self) {
+        prefetch(&self.key);
+        prefetch(&self.meta);
     }
     fn ts(&self) -> Option<u32> {
         (self.meta & HAS_TS != 0).then_some(self.ts_recent)
@@ -725,12 +716,16 @@ impl HashIndex {
         None
     }
 
-    /// Reads the home line of hash `h` (and its side word) and returns a word of it, so
-    /// that a caller can pull lines into cache ahead of use.
+    /// Starts loading what a lookup, insert or removal of hash `h` reads first: the side
+    /// word of its home, its home bucket and the next one (see
+    /// [`home_refs`](Self::home_refs)).
     #[inline]
-    fn peek(&self, h: u32) -> u32 {
-        let b = self.home(h);
-        self.buckets.get(b).map_or(0, |bk| bk.tags[0]) ^ self.side.get(b).copied().unwrap_or(0)
+    fn prefetch_home(&self, h: u32) {
+        if let Some((side, bucket, next)) = self.home_refs(h) {
+            prefetch(side);
+            prefetch(bucket);
+            prefetch(next);
+        }
     }
 
     /// The side word of `h`'s home, its bucket and the bucket after it (None for an empty
@@ -775,10 +770,13 @@ impl HashIndex {
         (m != 0).then(|| bk.pos[m.trailing_zeros() as usize])
     }
 
-    /// Like [`peek`](Self::peek), the bucket line only (what a repoint reads).
+    /// Like [`prefetch_home`](Self::prefetch_home), the home bucket only (what a
+    /// repoint reads).
     #[inline]
-    fn peek_bucket(&self, h: u32) -> u32 {
-        self.buckets.get(self.home(h)).map_or(0, |bk| bk.tags[0])
+    fn prefetch_bucket(&self, h: u32) {
+        if let Some(bk) = self.buckets.get(self.home(h)) {
+            prefetch(bk);
+        }
     }
 
     /// Bucket and slot holding (`h`, `pos`).
@@ -1189,7 +1187,6 @@ impl<K: Key> Lane<K> {
     fn compact(&mut self, hb: &SipBuild) {
         let mut w = 0usize;
         let mut warmed_to = 0usize;
-        let mut acc = 0u32;
         for r in 0..self.ring.len() {
             let s = self.ring[r];
             if !s.alive() {
@@ -1202,7 +1199,7 @@ impl<K: Key> Lane<K> {
                 while n < WARM_BATCH {
                     let Some(t) = self.ring.get(k) else { break };
                     if t.alive() {
-                        acc ^= self.index.peek_bucket(short_hash(hb.hash_one(t.key)));
+                        self.index.prefetch_bucket(short_hash(hb.hash_one(t.key)));
                         n += 1;
                     }
                     k += 1;
@@ -1220,7 +1217,6 @@ impl<K: Key> Lane<K> {
             }
             w += 1;
         }
-        core::hint::black_box(acc);
         self.ring.truncate(w);
     }
 
@@ -1274,16 +1270,11 @@ impl<K: Key> Lane<K> {
         // alive, so they are killed in exactly this order.
         let mut ahead = [0u32; WARM_BATCH];
         let (mut next, mut end) = (0, 0);
-        let mut acc = 0u32;
+        let big = self.index.buckets.len() >= WARM_MIN_BUCKETS;
         while self.ring.front().is_some_and(due) {
-            if next == end
-                && self.index.buckets.len() >= WARM_MIN_BUCKETS
-                && self.ring.get(1).is_some_and(due)
-            {
-                // Each removal reads a random index line. Loading the next few lines
-                // back to back lets their misses overlap instead of queueing one per
-                // entry (a prefetch, which `forbid(unsafe_code)` rules out otherwise).
-                // A lone due entry (steady churn) has nothing to overlap with.
+            if next == end && big && self.ring.get(1).is_some_and(due) {
+                // Each removal reads a random index line: prefetching the next few lets
+                // their misses overlap instead of queueing one per entry.
                 (next, end) = (0, 0);
                 for s in (0..WARM_BATCH).map_while(|k| self.ring.get(k)) {
                     if !due(s) {
@@ -1291,7 +1282,7 @@ impl<K: Key> Lane<K> {
                     }
                     if s.alive() {
                         let h = short_hash(hb.hash_one(s.key));
-                        acc ^= self.index.peek(h);
+                        self.index.prefetch_home(h);
                         ahead[end] = h;
                         end += 1;
                     }
@@ -1309,10 +1300,17 @@ impl<K: Key> Lane<K> {
             }
             n += 1;
         }
-        core::hint::black_box(acc);
         if n > 0 {
             // Nothing else shrinks between removals, and only removals make room to give.
             self.shrink();
+        }
+        if big {
+            // The entry that expires next is known now, and under steady churn its
+            // expiry comes alone, with nothing to overlap its miss: start loading its
+            // index lines here, a whole expiry interval ahead.
+            if let Some(s) = self.ring.front() {
+                self.index.prefetch_home(short_hash(hb.hash_one(s.key)));
+            }
         }
         n
     }
@@ -1678,45 +1676,50 @@ impl TimeWaitTable {
         {
             return;
         }
-        let mut acc = 0u32;
         for group in tuples.chunks(PREFETCH_GROUP) {
-            // Work out every address first and load in loops that do nothing else: a
-            // core retires in order, so while one load misses, only the instructions that
-            // fit in its reorder window behind it can issue further loads.
             let mut hs = [(0u32, false); PREFETCH_GROUP];
             for (h, t) in hs.iter_mut().zip(group) {
                 *h = match route(t) {
                     Route::V4(k) => (Lane::hash(&self.hb, &k), true),
                     Route::Wide(k) => (Lane::hash(&self.hb, &k), false),
                 };
-            }
-            let hs = &hs[..group.len()];
-            let mut lines = [None; PREFETCH_GROUP];
-            for (&(h, v4), l) in hs.iter().zip(&mut lines) {
-                *l = if v4 { &self.v4.index } else { &self.wide.index }.home_refs(h);
-            }
-            for (side, bucket, next) in lines.iter().flatten() {
-                acc ^= *side ^ bucket.tags[0] ^ next.tags[0];
-            }
-            // The lines are in cache now: find each candidate slot without waiting.
-            let mut v4s = [None; PREFETCH_GROUP];
-            let mut wides = [None; PREFETCH_GROUP];
-            for (i, &(h, v4)) in hs.iter().enumerate() {
-                if v4 {
-                    v4s[i] = self.v4.candidate(h);
+                let index = if h.1 {
+                    &self.v4.index
                 } else {
-                    wides[i] = self.wide.candidate(h);
+                    &self.wide.index
+                };
+                index.prefetch_home(h.0);
+            }
+            // Finding the candidate slots reads the lines asked for above: the first
+            // waits, the rest arrive with it.
+            for &(h, v4) in &hs[..group.len()] {
+                if v4 {
+                    if let Some(s) = self.v4.candidate(h) {
+                        s.prefetch();
+                    }
+                } else if let Some(s) = self.wide.candidate(h) {
+                    s.prefetch();
                 }
             }
-            for s in v4s.iter().flatten() {
-                acc ^= s.touch();
-            }
-            for s in wides.iter().flatten() {
-                acc ^= s.touch();
-            }
         }
-        // Keeps the loads: their values are not needed, only their effect on the cache.
-        core::hint::black_box(acc);
+    }
+
+    /// Starts loading the index lines a lookup or an [`insert`](Self::insert) of `tuple`
+    /// reads first (its home's side word and buckets), for a caller that knows one is
+    /// coming: a connection that has begun an active close will most likely be inserted
+    /// about a round trip later. Returns at once below a 4 MiB index, like
+    /// [`prefetch`](Self::prefetch).
+    #[inline]
+    pub fn prefetch_index(&self, tuple: &FourTuple) {
+        match route(tuple) {
+            Route::V4(k) if self.v4.index.buckets.len() >= WARM_MIN_BUCKETS => {
+                self.v4.index.prefetch_home(Lane::hash(&self.hb, &k));
+            }
+            Route::Wide(k) if self.wide.index.buckets.len() >= WARM_MIN_BUCKETS => {
+                self.wide.index.prefetch_home(Lane::hash(&self.hb, &k));
+            }
+            _ => {}
+        }
     }
 
     /// True when `tuple` has an entry.
