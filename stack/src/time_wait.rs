@@ -205,8 +205,10 @@ const WARM_BATCH: usize = 8;
 /// table pays for it in every expiry.
 const WARM_MIN_BUCKETS: usize = 1 << 16;
 /// Tuples per round of [`TimeWaitTable::prefetch`]: each round's loads are in flight
-/// together. At 10M entries on a 2-core EPYC VM a lookup after prefetching took 108 ns
-/// in rounds of 8, 93 in rounds of 16, 87-90 in rounds of 32 and 64.
+/// together. At 10M entries on a 2-core EPYC VM a lookup after prefetching took 81-86 ns
+/// in rounds of 8, 77-78 in rounds of 16, 85 in rounds of 32 and 83-86 in rounds of 64
+/// (a freshly filled table); under steady insert and expiry churn 16 and 32 were
+/// indistinguishable (88-105 ns).
 pub const PREFETCH_GROUP: usize = 32;
 /// Capacities below this are never shrunk.
 const MIN_SHRINK: usize = 1024;
@@ -717,28 +719,19 @@ impl HashIndex {
     }
 
     /// Starts loading what a lookup, insert or removal of hash `h` reads first: the side
-    /// word of its home, its home bucket and the next one (see
-    /// [`home_refs`](Self::home_refs)).
+    /// word and the bucket of its home.
+    ///
+    /// Not the next bucket: since removals pull entries back home
+    /// ([`backfill`](Self::backfill)) about 2% of entries live past their home, and
+    /// loading a third line for every tuple slowed batched lookups more than those 2%
+    /// gain (at 10M entries, hits 96-107 -> 87-102 ns without it).
     #[inline]
     fn prefetch_home(&self, h: u32) {
-        if let Some((side, bucket, next)) = self.home_refs(h) {
+        let b = self.home(h);
+        if let (Some(side), Some(bucket)) = (self.side.get(b), self.buckets.get(b)) {
             prefetch(side);
             prefetch(bucket);
-            prefetch(next);
         }
-    }
-
-    /// The side word of `h`'s home, its bucket and the bucket after it (None for an empty
-    /// index), without reading any of them.
-    ///
-    /// The next bucket because a table that has run for a while holds about one entry in
-    /// eight away from its home (measured: 5.6% right after filling 10M entries, 12% after
-    /// 12M more inserts and expiries), and those lookups read it.
-    #[inline]
-    fn home_refs(&self, h: u32) -> Option<(&u32, &Bucket, &Bucket)> {
-        let b = self.home(h);
-        let next = self.buckets.get(self.next(b))?;
-        Some((self.side.get(b)?, self.buckets.get(b)?, next))
     }
 
     /// Whether the summary in the side word of `h`'s home admits `h` (false for an empty
@@ -1654,14 +1647,15 @@ impl TimeWaitTable {
     }
 
     /// Loads into the cache the lines that lookups of `tuples` will read: for each, its
-    /// index side word, bucket line and candidate ring slot. Answers nothing; the
+    /// index side word, bucket lines and candidate ring slot. Answers nothing; the
     /// [`get`](Self::get), [`contains`](Self::contains) or
     /// [`handle_segment`](Self::handle_segment) calls that follow find their lines ready.
     ///
     /// A lookup in a large table is two dependent cache misses (bucket, then ring slot),
-    /// and one lookup after another waits for each in turn. Here each step is a short
-    /// loop over up to [`PREFETCH_GROUP`] tuples, so the misses of a step overlap and a
-    /// round pays about one miss per step rather than one per tuple per step. Worth it
+    /// and one lookup after another waits for each in turn. Here, for up to
+    /// [`PREFETCH_GROUP`] tuples at a time, the index lines of all of them are requested
+    /// first, then their slots, so a round waits for about two misses rather than two
+    /// per tuple (at 10M entries: ~85-105 ns per lookup against ~200 alone). Worth it
     /// when a driver holds several packets or tuples at once and the table is larger
     /// than the caches. With a small table (index under 4 MiB) it returns at once: there
     /// it would only add a hash per tuple, and callers need not check.
