@@ -722,8 +722,8 @@ impl HashIndex {
     /// word and the bucket of its home.
     ///
     /// Not the next bucket: since removals pull entries back home
-    /// ([`backfill`](Self::backfill)) about 2% of entries live past their home, and
-    /// loading a third line for every tuple slowed batched lookups more than those 2%
+    /// ([`backfill`](Self::backfill)) about 3% of entries live past their home, and
+    /// loading a third line for every tuple slowed batched lookups more than those 3%
     /// gain (at 10M entries, hits 96-107 -> 87-102 ns without it).
     #[inline]
     fn prefetch_home(&self, h: u32) {
