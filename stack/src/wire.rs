@@ -502,6 +502,51 @@ fn parse_general<'a, const TCP_SUM: bool>(
     }
 }
 
+/// The 4-tuple of `packet` (an IP packet, seen from the receiving host) if it looks like a
+/// SYN without ACK: a connection request, the segment that finds a 4-tuple in TIME-WAIT.
+///
+/// A look ahead for [`Stack::receive_batch`](crate::Stack::receive_batch), which prefetches
+/// the TIME_WAIT lines these will read; nothing is verified (no checksums, addresses or
+/// lengths beyond what the reads need), so a `Some` is a guess that [`parse`] decides.
+/// Whenever `parse` accepts a SYN without ACK, this gives its tuple.
+pub fn peek_syn_tuple(packet: &[u8]) -> Option<FourTuple> {
+    let first = *packet.first()?;
+    let (src, dst, tcp) = match first >> 4 {
+        4 => {
+            let hl = usize::from(first & 0x0f) * 4;
+            let header = packet.get(..IPV4_HDR)?;
+            if header[9] != PROTO_TCP || be16(header, 6) & 0x3fff != 0 {
+                return None;
+            }
+            (
+                IpAddr::V4(addr4(header, 12)),
+                IpAddr::V4(addr4(header, 16)),
+                packet.get(hl.max(IPV4_HDR)..)?,
+            )
+        }
+        6 => {
+            let header = packet.get(..IPV6_HDR)?;
+            if header[6] != PROTO_TCP {
+                return None;
+            }
+            (
+                IpAddr::V6(addr6(header, 8)),
+                IpAddr::V6(addr6(header, 24)),
+                &packet[IPV6_HDR..],
+            )
+        }
+        _ => return None,
+    };
+    let t = tcp.get(..14)?;
+    if t[13] & 0x12 != 0x02 {
+        return None;
+    }
+    Some(FourTuple::new(
+        SocketAddr::new(dst, be16(t, 2)),
+        SocketAddr::new(src, be16(t, 0)),
+    ))
+}
+
 /// Builds the `Incoming` itself rather than a `Segment` to wrap: the 168-byte result is then
 /// written once, in place, instead of being copied into the enum.
 fn parse_tcp<'a, const TCP_SUM: bool>(
