@@ -1053,7 +1053,8 @@ impl<K: Key> Lane<K> {
     }
 
     /// The ring slot where a lookup of hash `h` will most likely compare the key: the
-    /// first matching slot of `h`'s home bucket. Reads the index lines, not the slot.
+    /// first one whose stored hash is `h` in `h`'s home bucket or, if that overflowed, the
+    /// next. Reads the index lines, not the slot.
     #[inline]
     fn candidate(&self, h: u32) -> Option<&Slot<K>> {
         if !self.index.side_admits(h) {
@@ -1699,7 +1700,7 @@ impl TimeWaitTable {
     }
 
     /// Starts loading the index lines a lookup or an [`insert`](Self::insert) of `tuple`
-    /// reads first (its home's side word and buckets), for a caller that knows one is
+    /// reads first (its home's side word and bucket), for a caller that knows one is
     /// coming: a connection that has begun an active close will most likely be inserted
     /// about a round trip later. Returns at once below a 4 MiB index, like
     /// [`prefetch`](Self::prefetch).
@@ -2941,9 +2942,9 @@ mod tests {
     }
 
     /// What `prefetch` loads is what lookups read: for an entry in its home bucket or the
-    /// next one (where all but a few live: 99.3% here), the candidate slot is the entry's own, and
-    /// misses load no slot. Run on a table churned long enough for entries to sit past
-    /// their home, in both lanes. (`prefetch` itself runs in
+    /// next one (where all but a few live: 99.3% here), the candidate slot is the entry's
+    /// own, and misses load no slot. Run on a table churned long enough for entries to sit
+    /// past their home, in both lanes. (`prefetch` itself runs in
     /// `expiry_with_lines_loaded_ahead_and_tombstones`, over a table large enough.)
     #[test]
     fn prefetch_candidates_are_the_slots_lookups_read() {
