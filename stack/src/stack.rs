@@ -814,10 +814,6 @@ impl Stack {
         let t = Self::tcb_in(&mut self.slots, h)?;
         let before = t.state;
         let d = t.shutdown_write(now, cfg);
-        if t.state == TcpState::FinWait1 && before != TcpState::FinWait1 {
-            // An active close: see `close`.
-            self.tw.prefetch_index(&t.tuple);
-        }
         self.after(now, h.idx, before, d);
         Ok(())
     }
@@ -848,11 +844,6 @@ impl Stack {
                 if t.state == TcpState::FinWait2 {
                     // Already half-closed earlier: now orphaned, so bound FIN-WAIT-2.
                     t.arm_fin_wait_2(now, cfg);
-                }
-                if t.state == TcpState::FinWait1 && before != TcpState::FinWait1 {
-                    // An active close: this connection will most likely end in
-                    // TIME-WAIT about a round trip from now.
-                    self.tw.prefetch_index(&t.tuple);
                 }
                 d
             }
@@ -1409,6 +1400,11 @@ impl Stack {
         let Some(t) = self.slots[idx as usize].item.as_mut() else {
             return;
         };
+        if after_state == TcpState::FinWait1 {
+            // An active close (`close` or `shutdown_write`): this connection will most
+            // likely enter TIME-WAIT about a round trip from now.
+            self.tw.prefetch_index(&t.tuple);
+        }
         if before == TcpState::SynReceived && t.state != TcpState::SynReceived {
             if let Some(l) = t.listener.take() {
                 if let Some(listener) = self.listeners[l as usize].item.as_mut() {
