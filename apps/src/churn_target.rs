@@ -505,7 +505,8 @@ fn io_kind(e: &io::Error) -> &'static str {
     }
 }
 
-/// Moves one kernel lifecycle on, after poll(2) said its socket is ready.
+/// Moves one kernel lifecycle on, after epoll said its socket is ready; as far as the
+/// socket allows (the readiness is edge-triggered).
 fn kernel_step(c: &mut KConn, close: CloseMode) -> KStep {
     use std::io::{Read, Write};
     let mut buf = [0u8; 4 * MESSAGE_LEN];
@@ -593,14 +594,22 @@ pub fn run_kernel_client(
     every: Duration,
     mut progress: impl FnMut(&Progress),
 ) -> io::Result<ChurnReport> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
 
     let ports = (target.port(), cfg.server_ports.max(1));
     let tw_client_before = kernel_time_wait_to(target.ip(), ports).unwrap_or(0);
     let tw_server_before = kernel_time_wait(target.ip(), ports).unwrap_or(0);
     let start = std::time::Instant::now();
-    let mut lcs: Vec<KConn> = Vec::new();
+    // epoll, edge-triggered: a turn costs what is ready, not what is in flight (poll(2)
+    // over every socket made the kernel's client pay per turn for all of them).
+    let mut poller = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut lcs: Vec<Option<KConn>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut in_flight = 0usize;
+    let mut next_scan = start;
     let (mut started, mut completed, mut failed) = (0u64, 0u64, 0u64);
     let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut next_port = 0u16;
@@ -613,29 +622,32 @@ pub fn run_kernel_client(
     };
     loop {
         let now = std::time::Instant::now();
-        // Deadlines.
-        let mut i = 0;
-        while i < lcs.len() {
-            if lcs[i].deadline <= now {
-                lcs.swap_remove(i);
-                failed += 1;
-                *failures.entry(FAIL_LIFECYCLE_TIMEOUT).or_insert(0) += 1;
-                continue;
+        // Deadlines (lifecycle timeouts are seconds: a scan every 50 ms is plenty).
+        if now >= next_scan {
+            next_scan = now + Duration::from_millis(50);
+            for slot in lcs.iter_mut() {
+                if slot.as_ref().is_some_and(|c| c.deadline <= now) {
+                    // Dropping the socket closes it, which also takes it out of epoll.
+                    *slot = None;
+                    in_flight -= 1;
+                    failed += 1;
+                    *failures.entry(FAIL_LIFECYCLE_TIMEOUT).or_insert(0) += 1;
+                }
             }
-            i += 1;
+            free.clear();
+            free.extend((0..lcs.len()).filter(|&i| lcs[i].is_none()));
         }
         // New lifecycles up to the concurrency.
-        while lcs.len() < cfg.concurrency && may_start(started) {
+        while in_flight < cfg.concurrency && may_start(started) {
             started += 1;
             let port = target.port().wrapping_add(next_port);
             next_port = (next_port + 1) % cfg.server_ports.max(1);
             let remote = SocketAddr::new(target.ip(), port);
             let sock = socket2::Socket::new(
                 socket2::Domain::for_address(remote),
-                socket2::Type::STREAM,
+                socket2::Type::STREAM.nonblocking(),
                 Some(socket2::Protocol::TCP),
             )?;
-            sock.set_nonblocking(true)?;
             sock.set_tcp_nodelay(true)?;
             match sock.connect(&remote.into()) {
                 Ok(()) => {}
@@ -646,7 +658,16 @@ pub fn run_kernel_client(
                     continue;
                 }
             }
-            lcs.push(KConn {
+            let idx = free.pop().unwrap_or_else(|| {
+                lcs.push(None);
+                lcs.len() - 1
+            });
+            poller.registry().register(
+                &mut SourceFd(&sock.as_raw_fd()),
+                Token(idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            lcs[idx] = Some(KConn {
                 sock,
                 id: started,
                 phase: KPhase::Connecting,
@@ -654,44 +675,38 @@ pub fn run_kernel_client(
                 rx: [0; MESSAGE_LEN],
                 deadline: now + cfg.lifecycle_timeout,
             });
+            in_flight += 1;
         }
-        if lcs.is_empty() && !may_start(started) {
+        if in_flight == 0 && !may_start(started) {
             break;
         }
         // Wait for readiness.
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd> = lcs
-                .iter()
-                .map(|c| {
-                    let ev = if c.phase == KPhase::Connecting {
-                        PollFlags::POLLOUT
-                    } else {
-                        PollFlags::POLLIN
-                    };
-                    PollFd::new(c.sock.as_fd(), ev)
-                })
-                .collect();
-            poll(&mut fds, PollTimeout::from(50u16)).map_err(io::Error::from)?;
-            fds.iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect()
-        };
-        for i in (0..lcs.len()).rev() {
-            if !ready[i] {
+        match poller.poll(&mut events, Some(Duration::from_millis(50))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            // A socket closed earlier in this batch has no lifecycle left: skip it.
+            let Some(c) = lcs.get_mut(i).and_then(Option::as_mut) else {
                 continue;
-            }
-            match kernel_step(&mut lcs[i], cfg.close) {
-                KStep::Wait => {}
+            };
+            let end = match kernel_step(c, cfg.close) {
+                KStep::Wait => continue,
                 KStep::Done => {
-                    lcs.swap_remove(i);
                     completed += 1;
+                    None
                 }
-                KStep::Fail(kind) => {
-                    lcs.swap_remove(i);
-                    failed += 1;
-                    *failures.entry(kind).or_insert(0) += 1;
-                }
+                KStep::Fail(kind) => Some(kind),
+            };
+            if let Some(kind) = end {
+                failed += 1;
+                *failures.entry(kind).or_insert(0) += 1;
             }
+            lcs[i] = None;
+            free.push(i);
+            in_flight -= 1;
         }
         if last_report.elapsed() >= every {
             last_report = std::time::Instant::now();
@@ -712,17 +727,16 @@ pub fn run_kernel_client(
             last_change = (mark, std::time::Instant::now());
         } else if last_change.1.elapsed() > cfg.lifecycle_timeout * 2 {
             stalled = Some(format!(
-                "no lifecycle progressed for {:?} with {} in flight",
+                "no lifecycle progressed for {:?} with {in_flight} in flight",
                 cfg.lifecycle_timeout * 2,
-                lcs.len()
             ));
             break;
         }
     }
     let elapsed = start.elapsed();
-    failed += lcs.len() as u64;
-    if !lcs.is_empty() {
-        *failures.entry(FAIL_UNFINISHED).or_insert(0) += lcs.len() as u64;
+    failed += in_flight as u64;
+    if in_flight > 0 {
+        *failures.entry(FAIL_UNFINISHED).or_insert(0) += in_flight as u64;
     }
     drop(lcs);
     // Let the last FINs and ACKs land before counting TIME_WAIT, as for fourtuple's run.
