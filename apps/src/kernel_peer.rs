@@ -69,6 +69,7 @@ struct Stats {
     bad: u64,
     lingered: u64,
     refused_busy: u64,
+    accept_errors: u64,
 }
 
 /// Where one connection is in the server's half of a lifecycle.
@@ -109,8 +110,8 @@ pub(crate) fn run(a: KernelPeerArgs) -> i32 {
         Ok(stats) => {
             eprintln!(
                 "fourtuple kernel-peer: served {}, bad requests {}, reset lingering clients {}, \
-                 refused at the {MAX_CONNECTIONS}-connection limit {}",
-                stats.served, stats.bad, stats.lingered, stats.refused_busy
+                 refused at the {MAX_CONNECTIONS}-connection limit {}, accept errors {}",
+                stats.served, stats.bad, stats.lingered, stats.refused_busy, stats.accept_errors
             );
             EXIT_OK
         }
@@ -122,6 +123,9 @@ pub(crate) fn run(a: KernelPeerArgs) -> i32 {
 }
 
 fn serve(a: &KernelPeerArgs) -> io::Result<Stats> {
+    // A full house is MAX_CONNECTIONS sockets plus the listeners: more than the common
+    // soft limit of 1024 descriptors, and accept failing with EMFILE would stall it.
+    raise_fd_limit((MAX_CONNECTIONS + usize::from(a.ports) + 64) as u64);
     let mut listeners = Vec::with_capacity(usize::from(a.ports));
     for i in 0..a.ports {
         let addr = SocketAddr::new(a.listen.ip(), a.listen.port().wrapping_add(i));
@@ -136,145 +140,175 @@ fn serve(a: &KernelPeerArgs) -> io::Result<Stats> {
 
 /// Serves on `listeners` (bound already) until `a.exit_after` has passed.
 fn serve_on(mut listeners: Vec<TcpListener>, a: &KernelPeerArgs) -> io::Result<Stats> {
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     for (i, l) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
-
-    let first_conn = listeners.len();
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut active = 0usize;
-    let mut stats = Stats::default();
+    let mut srv = Server {
+        poll,
+        first_conn: listeners.len(),
+        listeners,
+        conns: Vec::new(),
+        free: Vec::new(),
+        active: 0,
+        stats: Stats::default(),
+        close: a.close,
+        linger: a.linger,
+        accept_stalled: false,
+    };
     let mut events = Events::with_capacity(1024);
     let end = Instant::now() + a.exit_after;
-    let mut next_sweep = Instant::now() + Duration::from_millis(100);
+    let mut next_sweep = Instant::now() + SWEEP;
     loop {
         let now = Instant::now();
         if now >= end {
-            return Ok(stats);
+            return Ok(srv.stats);
         }
-        let wait = end.min(next_sweep).saturating_duration_since(now);
-        match poll.poll(&mut events, Some(wait)) {
+        let mut wait = end.min(next_sweep).saturating_duration_since(now);
+        if srv.accept_stalled {
+            wait = wait.min(Duration::from_millis(10));
+        }
+        match srv.poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
         for ev in events.iter() {
             let t = ev.token().0;
-            if t < first_conn {
-                // Accept until the backlog is empty (mio is edge-triggered).
-                loop {
-                    let (sock, _) = match listeners[t].accept() {
-                        Ok(s) => s,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        // The peer may reset while queued; other listeners go on.
-                        Err(_) => break,
-                    };
-                    if active >= MAX_CONNECTIONS {
-                        stats.refused_busy += 1;
-                        continue;
-                    }
-                    let _ = sock.set_nodelay(true);
-                    let idx = free.pop().unwrap_or_else(|| {
-                        conns.push(None);
-                        conns.len() - 1
-                    });
-                    let mut c = Conn {
-                        sock,
-                        phase: Phase::Request { got: 0 },
-                        req: [0; MESSAGE_LEN],
-                        reply: [0; MESSAGE_LEN],
-                        deadline: Instant::now() + IDLE_TIMEOUT,
-                    };
-                    poll.registry().register(
-                        &mut c.sock,
-                        Token(first_conn + idx),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    active += 1;
-                    // The request may be there already: its edge came before the
-                    // registration.
-                    let out = step(&mut c, a.close, a.linger);
-                    conns[idx] = Some(c);
-                    finish(
-                        &mut conns,
-                        &mut free,
-                        &mut active,
-                        &mut stats,
-                        &poll,
-                        idx,
-                        out,
-                    );
-                }
-                continue;
+            if t < srv.first_conn {
+                srv.accept_from(t)?;
+            } else if let Some(c) = srv
+                .conns
+                .get_mut(t - srv.first_conn)
+                .and_then(Option::as_mut)
+            {
+                let out = step(c, srv.close, srv.linger);
+                srv.finish(t - srv.first_conn, out);
             }
-            let idx = t - first_conn;
-            let Some(c) = conns.get_mut(idx).and_then(Option::as_mut) else {
-                continue;
-            };
-            let out = step(c, a.close, a.linger);
-            finish(
-                &mut conns,
-                &mut free,
-                &mut active,
-                &mut stats,
-                &poll,
-                idx,
-                out,
-            );
+        }
+        if srv.accept_stalled {
+            // Edge-triggered listeners do not signal the connections already queued.
+            srv.accept_stalled = false;
+            for t in 0..srv.first_conn {
+                srv.accept_from(t)?;
+            }
         }
         let now = Instant::now();
         if now >= next_sweep {
-            next_sweep = now + Duration::from_millis(100);
-            for idx in 0..conns.len() {
-                let Some(c) = conns[idx].as_mut() else {
+            next_sweep = now + SWEEP;
+            for idx in 0..srv.conns.len() {
+                let Some(c) = srv.conns[idx].as_mut() else {
                     continue;
                 };
-                if c.deadline > now {
-                    continue;
+                if c.deadline <= now {
+                    let out = expire(c, srv.close);
+                    srv.finish(idx, out);
                 }
-                let out = expire(c, a.close);
-                finish(
-                    &mut conns,
-                    &mut free,
-                    &mut active,
-                    &mut stats,
-                    &poll,
-                    idx,
-                    out,
-                );
             }
         }
     }
 }
 
-/// Counts and closes a finished connection; nothing for one still waiting.
-fn finish(
-    conns: &mut [Option<Conn>],
-    free: &mut Vec<usize>,
-    active: &mut usize,
-    stats: &mut Stats,
-    poll: &Poll,
-    idx: usize,
-    out: Outcome,
-) {
-    match out {
-        Outcome::Wait => return,
-        Outcome::Served => stats.served += 1,
-        Outcome::Lingered => {
-            stats.served += 1;
-            stats.lingered += 1;
+/// How often deadlines (idle timeouts, the goodbye linger) are checked.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// The server's state: listeners first in the token space, then connections.
+struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    first_conn: usize,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    active: usize,
+    stats: Stats,
+    close: CloseMode,
+    linger: Duration,
+    /// An accept failed for want of a resource: connections may be left queued.
+    accept_stalled: bool,
+}
+
+impl Server {
+    /// Accepts from listener `t` until its queue is empty (mio is edge-triggered).
+    fn accept_from(&mut self, t: usize) -> io::Result<()> {
+        loop {
+            let (sock, _) = match self.listeners[t].accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                // Reset by its client while queued: the next one may be fine.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                // Out of descriptors or memory: counted, and tried again shortly.
+                Err(_) => {
+                    self.stats.accept_errors += 1;
+                    self.accept_stalled = true;
+                    return Ok(());
+                }
+            };
+            if self.active >= MAX_CONNECTIONS {
+                // Dropped at once: the client sees its connection closed.
+                self.stats.refused_busy += 1;
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            let idx = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let mut c = Conn {
+                sock,
+                phase: Phase::Request { got: 0 },
+                req: [0; MESSAGE_LEN],
+                reply: [0; MESSAGE_LEN],
+                deadline: Instant::now() + IDLE_TIMEOUT,
+            };
+            self.poll.registry().register(
+                &mut c.sock,
+                Token(self.first_conn + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            self.active += 1;
+            // The request may be there already: its edge came before the registration.
+            let out = step(&mut c, self.close, self.linger);
+            self.conns[idx] = Some(c);
+            self.finish(idx, out);
         }
-        Outcome::Bad => stats.bad += 1,
     }
-    if let Some(mut c) = conns[idx].take() {
-        let _ = poll.registry().deregister(&mut c.sock);
-        // Dropping the socket closes it: a FIN, or a RST when SO_LINGER 0 was set or
-        // unread data is left (as for any kernel socket).
+
+    /// Counts and closes a finished connection; nothing for one still waiting.
+    fn finish(&mut self, idx: usize, out: Outcome) {
+        match out {
+            Outcome::Wait => return,
+            Outcome::Served => self.stats.served += 1,
+            Outcome::Lingered => {
+                self.stats.served += 1;
+                self.stats.lingered += 1;
+            }
+            Outcome::Bad => self.stats.bad += 1,
+        }
+        if let Some(mut c) = self.conns[idx].take() {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            // Dropping the socket closes it: a FIN, or a RST when SO_LINGER 0 was set
+            // or unread data is left (as for any kernel socket).
+        }
+        self.free.push(idx);
+        self.active -= 1;
     }
-    free.push(idx);
-    *active -= 1;
+}
+
+/// Raises the soft limit on open descriptors to `want` (at most the hard limit).
+fn raise_fd_limit(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        }
+    }
 }
 
 /// A connection whose deadline passed: a goodbye the client did not answer is reset;
