@@ -19,6 +19,8 @@
 use core::time::Duration;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
@@ -106,7 +108,15 @@ struct Conn {
 
 /// Runs the kernel-side churn server until `--exit-after`.
 pub(crate) fn run(a: KernelPeerArgs) -> i32 {
-    match serve(&a) {
+    // SIGINT and SIGTERM end it like --exit-after does: with its counts printed.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("fourtuple kernel-peer: cannot install a signal handler: {e}");
+            return EXIT_FAILURES;
+        }
+    }
+    match serve(&a, &stop) {
         Ok(stats) => {
             eprintln!(
                 "fourtuple kernel-peer: served {}, bad requests {}, reset lingering clients {}, \
@@ -122,7 +132,7 @@ pub(crate) fn run(a: KernelPeerArgs) -> i32 {
     }
 }
 
-fn serve(a: &KernelPeerArgs) -> io::Result<Stats> {
+fn serve(a: &KernelPeerArgs, stop: &AtomicBool) -> io::Result<Stats> {
     // A full house is MAX_CONNECTIONS sockets plus the listeners: more than the common
     // soft limit of 1024 descriptors, and accept failing with EMFILE would stall it.
     raise_fd_limit((MAX_CONNECTIONS + usize::from(a.ports) + 64) as u64);
@@ -135,11 +145,16 @@ fn serve(a: &KernelPeerArgs) -> io::Result<Stats> {
     }
     println!("ready");
     let _ = io::stdout().flush();
-    serve_on(listeners, a)
+    serve_on(listeners, a, stop)
 }
 
-/// Serves on `listeners` (bound already) until `a.exit_after` has passed.
-fn serve_on(mut listeners: Vec<TcpListener>, a: &KernelPeerArgs) -> io::Result<Stats> {
+/// Serves on `listeners` (bound already) until `a.exit_after` has passed or `stop` is set
+/// (checked at least every [`SWEEP`]).
+fn serve_on(
+    mut listeners: Vec<TcpListener>,
+    a: &KernelPeerArgs,
+    stop: &AtomicBool,
+) -> io::Result<Stats> {
     let poll = Poll::new()?;
     for (i, l) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
@@ -161,7 +176,7 @@ fn serve_on(mut listeners: Vec<TcpListener>, a: &KernelPeerArgs) -> io::Result<S
     let mut next_sweep = Instant::now() + SWEEP;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Ordering::Relaxed) {
             return Ok(srv.stats);
         }
         let mut wait = end.min(next_sweep).saturating_duration_since(now);
@@ -399,18 +414,37 @@ mod tests {
     use std::net::{Shutdown, TcpStream as StdStream};
     use std::thread::JoinHandle;
 
-    fn start(close: CloseMode, linger_ms: u64, run_ms: u64) -> (SocketAddr, JoinHandle<Stats>) {
-        let l = TcpListener::bind("127.0.0.1:0".parse().unwrap()).expect("bind loopback");
-        let addr = l.local_addr().unwrap();
-        let a = KernelPeerArgs {
-            listen: addr,
-            ports: 1,
-            close,
-            linger: Duration::from_millis(linger_ms),
-            exit_after: Duration::from_millis(run_ms),
-        };
-        let h = std::thread::spawn(move || serve_on(vec![l], &a).expect("serve"));
-        (addr, h)
+    /// A server on an ephemeral loopback port; `stop` ends it and returns its counts.
+    struct Peer {
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Stats>,
+    }
+
+    impl Peer {
+        fn start(close: CloseMode, linger_ms: u64) -> Peer {
+            let l = TcpListener::bind("127.0.0.1:0".parse().unwrap()).expect("bind loopback");
+            let addr = l.local_addr().unwrap();
+            let a = KernelPeerArgs {
+                listen: addr,
+                ports: 1,
+                close,
+                linger: Duration::from_millis(linger_ms),
+                // A bound on a test gone wrong, not a timing the test relies on.
+                exit_after: Duration::from_secs(60),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || serve_on(vec![l], &a, &flag).expect("serve"));
+            Peer { addr, stop, thread }
+        }
+
+        /// Stops the server and returns its counts. The server counts a connection
+        /// before it closes the socket, so every close a test has seen is counted.
+        fn stop(self) -> Stats {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.join().unwrap()
+        }
     }
 
     fn connect(addr: SocketAddr) -> StdStream {
@@ -432,7 +466,8 @@ mod tests {
 
     #[test]
     fn close_client_answers_then_waits_for_the_clients_fin() {
-        let (addr, h) = start(CloseMode::Client, 2000, 700);
+        let peer = Peer::start(CloseMode::Client, 2000);
+        let addr = peer.addr;
         for id in [1u64, 2, 3] {
             let mut s = connect(addr);
             // The request in two writes: the server must put it together.
@@ -459,23 +494,25 @@ mod tests {
                 "end of stream after our FIN"
             );
         }
-        let st = h.join().unwrap();
+        let st = peer.stop();
         assert_eq!((st.served, st.bad, st.lingered), (3, 0, 0));
     }
 
     #[test]
     fn close_server_closes_right_after_the_reply() {
-        let (addr, h) = start(CloseMode::Server, 2000, 500);
+        let peer = Peer::start(CloseMode::Server, 2000);
+        let addr = peer.addr;
         let mut s = connect(addr);
         s.write_all(&request(7)).unwrap();
         assert_eq!(read_all(&mut s).unwrap(), reply(7));
-        let st = h.join().unwrap();
+        let st = peer.stop();
         assert_eq!((st.served, st.bad), (1, 0));
     }
 
     #[test]
     fn goodbye_resets_a_client_that_lingers_and_not_one_that_closes() {
-        let (addr, h) = start(CloseMode::Goodbye, 150, 900);
+        let peer = Peer::start(CloseMode::Goodbye, 150);
+        let addr = peer.addr;
         // This one answers the goodbye with its FIN.
         let mut polite = connect(addr);
         polite.write_all(&request(1)).unwrap();
@@ -498,13 +535,14 @@ mod tests {
             t.elapsed() >= Duration::from_millis(100),
             "reset before the linger"
         );
-        let st = h.join().unwrap();
+        let st = peer.stop();
         assert_eq!((st.served, st.bad, st.lingered), (2, 0, 1));
     }
 
     #[test]
     fn a_bad_request_is_counted_and_closed() {
-        let (addr, h) = start(CloseMode::Client, 2000, 500);
+        let peer = Peer::start(CloseMode::Client, 2000);
+        let addr = peer.addr;
         let mut s = connect(addr);
         s.write_all(&[0xAA; MESSAGE_LEN]).unwrap();
         // Closed without a reply (a FIN, or a RST if our bytes were still unread).
@@ -514,7 +552,7 @@ mod tests {
         short.write_all(&request(3)[..4]).unwrap();
         short.shutdown(Shutdown::Write).unwrap();
         assert!(read_all(&mut short).map_or(true, |b| b.is_empty()));
-        let st = h.join().unwrap();
+        let st = peer.stop();
         assert_eq!((st.served, st.bad), (0, 2));
     }
 }
