@@ -139,13 +139,29 @@ fn serve(a: &KernelPeerArgs, stop: &AtomicBool) -> io::Result<Stats> {
     let mut listeners = Vec::with_capacity(usize::from(a.ports));
     for i in 0..a.ports {
         let addr = SocketAddr::new(a.listen.ip(), a.listen.port().wrapping_add(i));
-        let l = TcpListener::bind(addr)
+        let l = listen(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
     println!("ready");
     let _ = io::stdout().flush();
     serve_on(listeners, a, stop)
+}
+
+/// Accept queue length asked of the kernel (it caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// A non-blocking listener on `addr` with SO_REUSEADDR and a [`BACKLOG`]-long accept
+/// queue. The default of 128 (std's and mio's) overflowed under churn at 256 in flight:
+/// the kernel dropped handshakes and the client waited out a retransmission timeout.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(s.into()))
 }
 
 /// Serves on `listeners` (bound already) until `a.exit_after` has passed or `stop` is set
@@ -423,7 +439,7 @@ mod tests {
 
     impl Peer {
         fn start(close: CloseMode, linger_ms: u64) -> Peer {
-            let l = TcpListener::bind("127.0.0.1:0".parse().unwrap()).expect("bind loopback");
+            let l = listen("127.0.0.1:0".parse().unwrap()).expect("listen on loopback");
             let addr = l.local_addr().unwrap();
             let a = KernelPeerArgs {
                 listen: addr,
