@@ -15,8 +15,14 @@ const COUNT: u64 = 1000;
 
 /// Runs `churn --target` and returns its JSON report.
 fn churn(ns: &Netns, port: u16, close: &str) -> Value {
+    churn_with(ns, port, close, COUNT, 16)
+}
+
+/// `churn --target` with `count` lifecycles, `concurrency` in flight.
+fn churn_with(ns: &Netns, port: u16, close: &str, count: u64, concurrency: usize) -> Value {
     let target = format!("{KERNEL_IP}:{port}");
-    let count = COUNT.to_string();
+    let count = count.to_string();
+    let concurrency = concurrency.to_string();
     let mut c: Command = ns.cmd(&[
         BIN,
         "churn",
@@ -31,7 +37,7 @@ fn churn(ns: &Netns, port: u16, close: &str) -> Value {
         "--count",
         &count,
         "--concurrency",
-        "16",
+        &concurrency,
         "--close",
         close,
         "--lifecycle-timeout",
@@ -117,6 +123,39 @@ fn churn_target_close_abort_leaves_no_time_wait() {
 #[test]
 fn churn_target_close_goodbye_puts_time_wait_on_fourtuple() {
     check("goodbye", 10_300, COUNT, 0);
+}
+
+/// 1024 lifecycles start at once: the kernel answers with a burst of 1024 SYN-ACKs toward
+/// the TUN, and the server's accept queue takes a burst of handshakes. Both once dropped
+/// packets (a TUN queue of 500, an accept queue of 128), each loss a one-second
+/// retransmission timeout; neither may drop any now.
+#[test]
+fn churn_target_at_1024_in_flight_drops_nothing_on_the_way() {
+    let test = "churn_target_at_1024_in_flight_drops_nothing_on_the_way";
+    if !net_ready(test, &["ss"]) {
+        return;
+    }
+    let port = 10_500;
+    let ns = Netns::new("churn-1024");
+    let _peer = KernelPeer::start(&ns, port, &["--close", "client"]);
+    // `ss -l` shows a listener's accept queue limit as its Send-Q.
+    let listening = ns.ok(&["ss", "-Hltn", &format!("( sport = :{port} )")]);
+    let backlog: u64 = listening
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener line: {listening:?}"));
+    assert!(backlog >= 1024, "kernel-peer's accept queue: {listening}");
+    let count = 2048;
+    let r = churn_with(&ns, port, "client", count, 1024);
+    assert_eq!(u(&r, "completed"), count, "{r}");
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert_eq!(
+        r["tun_dropped"]["toward_fourtuple"].as_u64(),
+        Some(0),
+        "packets the kernel dropped toward fourtuple: {r}"
+    );
+    assert_eq!(r["tun_dropped"]["from_fourtuple"].as_u64(), Some(0), "{r}");
 }
 
 #[test]

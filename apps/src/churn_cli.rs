@@ -345,6 +345,10 @@ fn to_json(r: &ChurnReport, mode: &str) -> Value {
             "server_to_client": r.packets_server_to_client,
         },
         "unmatched_server_connections": r.unmatched_server_connections,
+        "tun_dropped": r.tun_dropped.map(|(toward, from)| json!({
+            "toward_fourtuple": toward,
+            "from_fourtuple": from,
+        })),
         "concurrency": c.concurrency,
         "policy": c.policy.name(),
         "close": c.close.name(),
@@ -403,6 +407,12 @@ fn summary(r: &ChurnReport, mode: &str) -> String {
         "  packets          client->server {}, server->client {}",
         r.packets_client_to_server, r.packets_server_to_client
     );
+    if let Some((toward, from)) = r.tun_dropped {
+        let _ = writeln!(
+            s,
+            "  TUN drops        {toward} toward fourtuple, {from} from it (the kernel's counts)"
+        );
+    }
     if r.unmatched_server_connections > 0 {
         let _ = writeln!(
             s,
