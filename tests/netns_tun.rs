@@ -296,8 +296,21 @@ fn tun_json_ready_and_exit_objects() {
         return;
     }
     let ns = Netns::new("tun-json");
-    let mut up = up_tun(&ns, &["--json", "--msl", "5s", "--policy", "local-port"]);
+    let mut up = up_tun(
+        &ns,
+        &[
+            "--json",
+            "--msl",
+            "5s",
+            "--policy",
+            "local-port",
+            "--txqueuelen",
+            "3000",
+        ],
+    );
     let ready: Value = serde_json::from_str(&up.seen[0]).expect("ready line is JSON");
+    let link = ns.ok(&["ip", "-o", "link", "show", "dev", "ft0"]);
+    assert!(link.contains("qlen 3000"), "--txqueuelen: {link}");
     assert_eq!(ready["event"], "ready");
     assert_eq!(ready["interface"], "ft0");
     assert_eq!(ready["addr"], ADDR);
@@ -315,6 +328,17 @@ fn tun_json_ready_and_exit_objects() {
         "{end}"
     );
     assert!(end["device"]["rx_packets"].as_u64().unwrap() >= 1, "{end}");
+    // The kernel's own drop counts for the TUN are in the report (none at this load).
+    assert_eq!(
+        end["device"]["kernel_dropped_in"].as_u64(),
+        Some(0),
+        "{end}"
+    );
+    assert_eq!(
+        end["device"]["kernel_dropped_out"].as_u64(),
+        Some(0),
+        "{end}"
+    );
 }
 
 #[test]

@@ -237,9 +237,9 @@ pub struct ChurnReport {
     pub packets_server_to_client: u64,
     /// Connections the server accepted that no lifecycle had opened (reset at once).
     pub unmatched_server_connections: u64,
-    /// Over a TUN: packets the kernel dropped on it, (toward fourtuple, from fourtuple),
-    /// from the interface's counters; `None` in memory or when they could not be read.
-    pub tun_dropped: Option<(u64, u64)>,
+    /// Over a TUN: packets the kernel dropped on it, from the interface's counters;
+    /// `None` in memory or when they could not be read.
+    pub tun_dropped: Option<fourtuple_netdev::KernelDrops>,
     /// The client stack's counters at the end.
     pub client_counters: Vec<(&'static str, u64)>,
     /// The server stack's counters at the end.

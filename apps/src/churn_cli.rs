@@ -345,9 +345,9 @@ fn to_json(r: &ChurnReport, mode: &str) -> Value {
             "server_to_client": r.packets_server_to_client,
         },
         "unmatched_server_connections": r.unmatched_server_connections,
-        "tun_dropped": r.tun_dropped.map(|(toward, from)| json!({
-            "toward_fourtuple": toward,
-            "from_fourtuple": from,
+        "tun_dropped": r.tun_dropped.map(|d| json!({
+            "toward_fourtuple": d.toward_stack,
+            "from_fourtuple": d.from_stack,
         })),
         "concurrency": c.concurrency,
         "policy": c.policy.name(),
@@ -407,10 +407,11 @@ fn summary(r: &ChurnReport, mode: &str) -> String {
         "  packets          client->server {}, server->client {}",
         r.packets_client_to_server, r.packets_server_to_client
     );
-    if let Some((toward, from)) = r.tun_dropped {
+    if let Some(d) = r.tun_dropped {
         let _ = writeln!(
             s,
-            "  TUN drops        {toward} toward fourtuple, {from} from it (the kernel's counts)"
+            "  TUN drops        {} toward fourtuple, {} from it (the kernel's counts)",
+            d.toward_stack, d.from_stack
         );
     }
     if r.unmatched_server_connections > 0 {

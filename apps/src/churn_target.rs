@@ -337,20 +337,6 @@ fn tun_queue_len(concurrency: usize) -> u32 {
         .max(500)
 }
 
-/// Packets the kernel dropped on the TUN `name`: (toward fourtuple, from fourtuple). Its
-/// transmit side is the queue toward fourtuple. Read from sysfs, which shows this
-/// process's network namespace.
-fn tun_drops(name: &str) -> Option<(u64, u64)> {
-    let read = |what: &str| -> Option<u64> {
-        std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{what}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    Some((read("tx_dropped")?, read("rx_dropped")?))
-}
-
 /// Runs the churn client over a TUN against `tc.target` and reports; prints nothing.
 /// Fails only when the TUN or the loop cannot be set up or the device fails.
 pub fn run_target(tc: &TargetConfig) -> io::Result<ChurnReport> {
@@ -373,7 +359,6 @@ pub fn run_target_then<T>(
         ..TunConfig::new(tc.tun.clone())
     };
     let dev = TunDevice::create(&tun_cfg)?;
-    let tun_name = dev.name().to_string();
     let stack_cfg = crate::up::with_mtu(
         Config {
             msl: cfg.msl,
@@ -447,7 +432,7 @@ pub fn run_target_then<T>(
         packets_client_to_server: stats.tx_packets,
         packets_server_to_client: stats.rx_packets,
         unmatched_server_connections: 0,
-        tun_dropped: tun_drops(&tun_name),
+        tun_dropped: fourtuple_netdev::Device::kernel_drops(lp.device()),
         client_counters: stack.counters().entries(),
         server_counters: Vec::new(),
     };

@@ -61,6 +61,12 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     pub offload: bool,
 
+    /// With --tun: the kernel's transmit queue toward the stack, in packets (its default
+    /// for a TUN is 500). A burst longer than the queue while the stack reads is dropped;
+    /// the exit report counts those drops (device.kernel_dropped_in).
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub txqueuelen: Option<u32>,
+
     /// Services to run, comma-separated KIND:PORT; KIND is echo, discard, chargen or http,
     /// e.g. echo:7,discard:9,http:80. Without it the stack only answers ping (and resets
     /// connection attempts).
@@ -165,8 +171,10 @@ pub(crate) fn run(a: UpArgs) -> i32 {
             return EXIT_USAGE;
         }
     }
-    if a.tun.is_none() && (a.offload || a.mtu != fourtuple_netdev::tun::DEFAULT_MTU) {
-        eprintln!("fourtuple up: --mtu and --offload go with --tun");
+    if a.tun.is_none()
+        && (a.offload || a.mtu != fourtuple_netdev::tun::DEFAULT_MTU || a.txqueuelen.is_some())
+    {
+        eprintln!("fourtuple up: --mtu, --offload and --txqueuelen go with --tun");
         return EXIT_USAGE;
     }
     let cfg = Config {
@@ -179,6 +187,7 @@ pub(crate) fn run(a: UpArgs) -> i32 {
             host_addr: a.host_addr.map(|h| (h, prefix)),
             mtu: a.mtu,
             offload: a.offload,
+            tx_queue_len: a.txqueuelen,
             ..TunConfig::new(name)
         };
         let dev = match TunDevice::create(&tun_cfg) {
@@ -351,10 +360,13 @@ fn report<D: Device + AsRawFd>(
     json_out: bool,
 ) {
     let stack = lp.stack();
-    let dev: Map<String, Value> = lp
-        .stats()
-        .entries()
-        .into_iter()
+    let mut dev_entries = lp.stats().entries();
+    if let Some(d) = lp.device().kernel_drops() {
+        dev_entries.push(("kernel_dropped_in", d.toward_stack));
+        dev_entries.push(("kernel_dropped_out", d.from_stack));
+    }
+    let dev: Map<String, Value> = dev_entries
+        .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     if json_out {
@@ -379,7 +391,7 @@ fn report<D: Device + AsRawFd>(
                 let _ = writeln!(out, "  {k:<21} {v}");
             }
         }
-        for (k, v) in lp.stats().entries() {
+        for (k, v) in &dev_entries {
             let _ = writeln!(out, "  device.{k:<14} {v}");
         }
         for (k, v) in servers.stats().entries() {

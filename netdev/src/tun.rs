@@ -357,6 +357,10 @@ pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
 }
 
 impl Device for TunDevice {
+    fn kernel_drops(&self) -> Option<crate::KernelDrops> {
+        crate::interface_drops(&self.name).ok()
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         if self.vnet_hdr {
             return self.recv_vnet(buf);
