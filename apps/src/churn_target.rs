@@ -612,6 +612,8 @@ pub fn run_kernel_client(
     use mio::{Events, Interest, Poll, Token};
     use std::os::fd::AsRawFd;
 
+    // One descriptor per lifecycle in flight, plus a few.
+    crate::raise_fd_limit(cfg.concurrency as u64 + 64);
     let ports = (target.port(), cfg.server_ports.max(1));
     let tw_client_before = kernel_time_wait_to(target.ip(), ports).unwrap_or(0);
     let tw_server_before = kernel_time_wait(target.ip(), ports).unwrap_or(0);

@@ -135,7 +135,7 @@ pub(crate) fn run(a: KernelPeerArgs) -> i32 {
 fn serve(a: &KernelPeerArgs, stop: &AtomicBool) -> io::Result<Stats> {
     // A full house is MAX_CONNECTIONS sockets plus the listeners: more than the common
     // soft limit of 1024 descriptors, and accept failing with EMFILE would stall it.
-    raise_fd_limit((MAX_CONNECTIONS + usize::from(a.ports) + 64) as u64);
+    crate::raise_fd_limit((MAX_CONNECTIONS + usize::from(a.ports) + 64) as u64);
     let mut listeners = Vec::with_capacity(usize::from(a.ports));
     for i in 0..a.ports {
         let addr = SocketAddr::new(a.listen.ip(), a.listen.port().wrapping_add(i));
@@ -329,16 +329,6 @@ impl Server {
         }
         self.free.push(idx);
         self.active -= 1;
-    }
-}
-
-/// Raises the soft limit on open descriptors to `want` (at most the hard limit).
-fn raise_fd_limit(want: u64) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < want {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
-        }
     }
 }
 

@@ -61,6 +61,18 @@ enum Command {
     Bulk(bulk_cli::BulkArgs),
 }
 
+/// Raises this process's soft limit on open descriptors to `want`, at most to the hard
+/// limit; a no-op when it is already that high. Kernel-socket clients and servers that
+/// hold ~1024 connections need more than the common default of 1024.
+pub fn raise_fd_limit(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        }
+    }
+}
+
 /// Runs the CLI with the process's arguments and returns the process exit code.
 pub fn main_entry() -> i32 {
     run_with_args(std::env::args_os())
@@ -95,6 +107,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_limit_is_raised_up_to_the_hard_limit_never_lowered() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        raise_fd_limit(soft / 2);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (soft, hard));
+        // Raising a soft limit (up to the hard one) needs no privilege.
+        let want = soft.saturating_add(1).min(hard);
+        raise_fd_limit(want);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (want, hard));
+        // Capped at the hard limit (an infinite one the kernel would refuse as a soft one).
+        if hard != nix::sys::resource::RLIM_INFINITY {
+            raise_fd_limit(u64::MAX);
+            assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("fourtuple").chain(args.iter().copied()))
