@@ -870,7 +870,9 @@ pub fn tx_queue_len(setup: TunSetup, buffer: usize) -> u32 {
 }
 
 /// Packets the kernel dropped on the TUN (toward fourtuple, from fourtuple), from
-/// `ip -j -s link` inside the namespace.
+/// `ip -j -s link` inside the namespace. Not `Device::kernel_drops`: that reads the calling
+/// thread's namespace, and the thread that runs the TUN's loop here never entered the
+/// namespace (only the TUN's creation did).
 fn tun_drops(ns: &str) -> Option<(u64, u64)> {
     let out = std::process::Command::new("ip")
         .args(["-n", ns, "-j", "-s", "link", "show", "dev", TUN_NAME])
