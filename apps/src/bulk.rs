@@ -1011,6 +1011,7 @@ fn fourtuple_side(
         max_duration: Some(opts.timeout * 3),
         pcap: None,
         handle_signals: false,
+        busy_poll: Duration::ZERO,
     };
     let mut lp = EventLoop::new(dev, stack, lopts).map_err(|e| format!("event loop: {e}"))?;
     let mut sink = Sink {
