@@ -172,6 +172,15 @@ fn tun_echo_16_mib_at_mtu_65535_is_byte_identical() {
 }
 
 #[test]
+fn tun_echo_16_mib_busy_polling_is_byte_identical() {
+    echo_16_mib(
+        "tun_echo_16_mib_busy_polling_is_byte_identical",
+        "tun-echo-spin",
+        &["--busy-poll", "50us"],
+    );
+}
+
+#[test]
 fn tun_ab_2000_requests_no_failures() {
     if !net_ready("tun_ab_2000_requests_no_failures", &["ab"]) {
         return;

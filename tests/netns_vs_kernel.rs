@@ -63,6 +63,10 @@ fn churn_vs_kernel_runs_both_clients_and_prints_the_ratio() {
     let r: Value =
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
     assert_eq!(r["mode"], "vs-kernel", "{r}");
+    assert_eq!(
+        r["busy_poll_us"], 0,
+        "busy polling is off unless asked for: {r}"
+    );
     let (ours, kernel) = (&r["fourtuple"], &r["kernel"]);
     assert_eq!(ours["mode"], "target", "{r}");
     assert_eq!(kernel["mode"], "kernel-client", "{r}");
@@ -79,6 +83,56 @@ fn churn_vs_kernel_runs_both_clients_and_prints_the_ratio() {
     assert!(f > 0.0 && k > 0.0, "{r}");
     assert!((ratio - f / k).abs() < 1e-9 * ratio.max(1.0), "{r}");
     println!("churn --vs-kernel: fourtuple {f:.0}/s, kernel {k:.0}/s, ratio {ratio:.2}");
+}
+
+/// `--busy-poll` reaches both clients: both complete, and the JSON says it was on.
+#[test]
+fn churn_vs_kernel_with_busy_polling() {
+    if !net_ready("churn_vs_kernel_with_busy_polling", &["ss"]) {
+        return;
+    }
+    let ns = Netns::new("vs-kernel-spin");
+    let port = PORT + 1;
+    let _peer = KernelPeer::start(&ns, port, &["--close", "client"]);
+    let target = format!("{KERNEL_IP}:{port}");
+    let mut c: Command = ns.cmd(&[
+        BIN,
+        "churn",
+        "--target",
+        &target,
+        "--tun",
+        "ft0",
+        "--addr",
+        "192.0.2.2/24",
+        "--host-addr",
+        KERNEL_IP,
+        "--count",
+        "300",
+        "--concurrency",
+        "1",
+        "--busy-poll",
+        "50us",
+        "--lifecycle-timeout",
+        "10s",
+        "--vs-kernel",
+        "--json",
+    ]);
+    c.env("RUST_LOG", "warn");
+    let out = run_limited(c, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "churn --vs-kernel --busy-poll failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
+    assert_eq!(r["busy_poll_us"], 50, "{r}");
+    for side in [&r["fourtuple"], &r["kernel"]] {
+        assert_eq!(u(side, "completed"), 300, "{r}");
+        assert_eq!(u(side, "failed"), 0, "{r}");
+    }
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub struct TargetConfig {
     pub addr: (Ipv4Addr, u8),
     /// The kernel's address on the TUN, if the TUN should get one.
     pub host_addr: Option<Ipv4Addr>,
+    /// How long the event loop polls without sleeping before it sleeps
+    /// ([`LoopOptions::busy_poll`]); zero: never.
+    pub busy_poll: Duration,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -379,6 +382,7 @@ pub fn run_target_then<T>(
         stack,
         LoopOptions {
             max_duration: max,
+            busy_poll: tc.busy_poll,
             ..LoopOptions::default()
         },
     )?;
@@ -605,6 +609,7 @@ fn kernel_step(c: &mut KConn, close: CloseMode) -> KStep {
 pub fn run_kernel_client(
     cfg: &ChurnConfig,
     target: SocketAddr,
+    busy_poll: Duration,
     every: Duration,
     mut progress: impl FnMut(&Progress),
 ) -> io::Result<ChurnReport> {
@@ -697,10 +702,24 @@ pub fn run_kernel_client(
             break;
         }
         // Wait for readiness.
-        match poller.poll(&mut events, Some(Duration::from_millis(50))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        // Busy polling first, as fourtuple's event loop does with the same setting.
+        let spin_until = std::time::Instant::now() + busy_poll;
+        loop {
+            let spinning = std::time::Instant::now() < spin_until;
+            let wait = if spinning {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(50)
+            };
+            match poller.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if !events.is_empty() || !spinning {
+                break;
+            }
+            std::hint::spin_loop();
         }
         for ev in events.iter() {
             let i = ev.token().0;
