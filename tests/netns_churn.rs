@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{net_ready, run_limited, KernelPeer, Netns, BIN, KERNEL_IP};
+use support::{churn_target, net_ready, run_limited, KernelPeer, Netns, BIN};
 
 const COUNT: u64 = 1000;
 
@@ -20,40 +20,19 @@ fn churn(ns: &Netns, port: u16, close: &str) -> Value {
 
 /// `churn --target` with `count` lifecycles, `concurrency` in flight.
 fn churn_with(ns: &Netns, port: u16, close: &str, count: u64, concurrency: usize) -> Value {
-    let target = format!("{KERNEL_IP}:{port}");
-    let count = count.to_string();
-    let concurrency = concurrency.to_string();
-    let mut c: Command = ns.cmd(&[
-        BIN,
-        "churn",
-        "--target",
-        &target,
-        "--tun",
-        "ft0",
-        "--addr",
-        "192.0.2.2/24",
-        "--host-addr",
-        KERNEL_IP,
-        "--count",
-        &count,
-        "--concurrency",
-        &concurrency,
-        "--close",
-        close,
-        "--lifecycle-timeout",
-        "10s",
-        "--json",
-    ]);
-    c.env("RUST_LOG", "warn");
-    let out = run_limited(c, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "churn --close {close} failed ({}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+    let (count, concurrency) = (count.to_string(), concurrency.to_string());
+    churn_target(
+        ns,
+        port,
+        &[
+            "--count",
+            &count,
+            "--concurrency",
+            &concurrency,
+            "--close",
+            close,
+        ],
+    )
 }
 
 /// TIME_WAIT sockets of the kernel in `ns` on local port `port`.

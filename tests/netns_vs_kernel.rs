@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{net_ready, run_limited, KernelPeer, Netns, BIN, KERNEL_IP};
+use support::{churn_target, net_ready, run_limited, KernelPeer, Netns, BIN};
 
 const COUNT: u64 = 1000;
 const PORT: u16 = 10_400;
@@ -29,39 +29,12 @@ fn churn_vs_kernel_runs_both_clients_and_prints_the_ratio() {
     }
     let ns = Netns::new("vs-kernel");
     let _peer = KernelPeer::start(&ns, PORT, &["--close", "client"]);
-    let target = format!("{KERNEL_IP}:{PORT}");
     let count = COUNT.to_string();
-    let mut c: Command = ns.cmd(&[
-        BIN,
-        "churn",
-        "--target",
-        &target,
-        "--tun",
-        "ft0",
-        "--addr",
-        "192.0.2.2/24",
-        "--host-addr",
-        KERNEL_IP,
-        "--count",
-        &count,
-        "--concurrency",
-        "16",
-        "--lifecycle-timeout",
-        "10s",
-        "--vs-kernel",
-        "--json",
-    ]);
-    c.env("RUST_LOG", "warn");
-    let out = run_limited(c, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "churn --vs-kernel failed ({}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let r = churn_target(
+        &ns,
+        PORT,
+        &["--count", &count, "--concurrency", "16", "--vs-kernel"],
     );
-    let r: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
     assert_eq!(r["mode"], "vs-kernel", "{r}");
     assert_eq!(
         r["busy_poll_us"], 0,
@@ -94,40 +67,19 @@ fn churn_vs_kernel_with_busy_polling() {
     let ns = Netns::new("vs-kernel-spin");
     let port = PORT + 1;
     let _peer = KernelPeer::start(&ns, port, &["--close", "client"]);
-    let target = format!("{KERNEL_IP}:{port}");
-    let mut c: Command = ns.cmd(&[
-        BIN,
-        "churn",
-        "--target",
-        &target,
-        "--tun",
-        "ft0",
-        "--addr",
-        "192.0.2.2/24",
-        "--host-addr",
-        KERNEL_IP,
-        "--count",
-        "300",
-        "--concurrency",
-        "1",
-        "--busy-poll",
-        "50us",
-        "--lifecycle-timeout",
-        "10s",
-        "--vs-kernel",
-        "--json",
-    ]);
-    c.env("RUST_LOG", "warn");
-    let out = run_limited(c, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "churn --vs-kernel --busy-poll failed ({}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let r = churn_target(
+        &ns,
+        port,
+        &[
+            "--count",
+            "300",
+            "--concurrency",
+            "1",
+            "--busy-poll",
+            "50us",
+            "--vs-kernel",
+        ],
     );
-    let r: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"));
     assert_eq!(r["busy_poll_us"], 50, "{r}");
     for side in [&r["fourtuple"], &r["kernel"]] {
         assert_eq!(u(side, "completed"), 300, "{r}");

@@ -443,6 +443,40 @@ pub fn check_pcap(pcap: &TempPath, min_packets: usize) {
     );
 }
 
+/// Runs `fourtuple churn --target KERNEL_IP:port` over a TUN `ft0` in `ns` (stack
+/// 192.0.2.2/24, lifecycle timeout 10 s, `--json`) with `extra` flags, requires it to
+/// succeed, and returns its JSON report.
+pub fn churn_target(ns: &Netns, port: u16, extra: &[&str]) -> serde_json::Value {
+    let target = format!("{KERNEL_IP}:{port}");
+    let mut args = vec![
+        BIN,
+        "churn",
+        "--target",
+        &target,
+        "--tun",
+        "ft0",
+        "--addr",
+        "192.0.2.2/24",
+        "--host-addr",
+        KERNEL_IP,
+        "--lifecycle-timeout",
+        "10s",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let mut c = ns.cmd(&args);
+    c.env("RUST_LOG", "warn");
+    let out = run_limited(c, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "churn {extra:?} failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+}
+
 /// `fourtuple kernel-peer` (the kernel-side churn server) in `ns`, listening on the
 /// wildcard address (192.0.2.1 exists only while the test's TUN does), killed on drop.
 pub struct KernelPeer(Child);
