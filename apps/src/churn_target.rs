@@ -703,23 +703,16 @@ pub fn run_kernel_client(
         }
         // Wait for readiness.
         // Busy polling first, as fourtuple's event loop does with the same setting.
-        let spin_until = std::time::Instant::now() + busy_poll;
-        loop {
-            let spinning = std::time::Instant::now() < spin_until;
-            let wait = if spinning {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(50)
-            };
-            match poller.poll(&mut events, Some(wait)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            if !events.is_empty() || !spinning {
-                break;
-            }
-            std::hint::spin_loop();
+        let waited = fourtuple_netdev::event_loop::poll_busy(
+            &mut poller,
+            &mut events,
+            busy_poll,
+            Some(Duration::from_millis(50)),
+        );
+        match waited {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
         for ev in events.iter() {
             let i = ev.token().0;

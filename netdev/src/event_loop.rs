@@ -491,27 +491,14 @@ impl<D: Device + AsRawFd> EventLoop<D> {
         }
     }
 
-    /// Waits for readiness for up to `timeout` (`None`: without limit): first polling
-    /// without sleeping for up to [`LoopOptions::busy_poll`] (never past `timeout`), then
-    /// sleeping for what is left.
+    /// Waits for readiness for up to `timeout`, busy polling first ([`poll_busy`]).
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let spin = timeout.map_or(self.opts.busy_poll, |t| t.min(self.opts.busy_poll));
-        if spin.is_zero() {
-            return self.poll.poll(&mut self.events, timeout);
-        }
-        let start = std::time::Instant::now();
-        loop {
-            self.poll.poll(&mut self.events, Some(Duration::ZERO))?;
-            if !self.events.is_empty() {
-                return Ok(());
-            }
-            let spun = start.elapsed();
-            if spun >= spin {
-                let left = timeout.map(|t| t.saturating_sub(spun));
-                return self.poll.poll(&mut self.events, left);
-            }
-            std::hint::spin_loop();
-        }
+        poll_busy(
+            &mut self.poll,
+            &mut self.events,
+            self.opts.busy_poll,
+            timeout,
+        )
     }
 
     /// Reads up to one batch; true when the batch filled (more may be waiting).
@@ -580,6 +567,35 @@ impl<D: Device + AsRawFd> EventLoop<D> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Waits on `poll` for up to `timeout` (`None`: without limit): first polling without
+/// sleeping for up to `busy` (never past `timeout`), then sleeping for what is left. What
+/// [`LoopOptions::busy_poll`] does, for other epoll loops that should get the same
+/// treatment (the kernel's churn client in `churn --vs-kernel`).
+pub fn poll_busy(
+    poll: &mut Poll,
+    events: &mut Events,
+    busy: Duration,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let spin = timeout.map_or(busy, |t| t.min(busy));
+    if spin.is_zero() {
+        return poll.poll(events, timeout);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        poll.poll(events, Some(Duration::ZERO))?;
+        if !events.is_empty() {
+            return Ok(());
+        }
+        let spun = start.elapsed();
+        if spun >= spin {
+            let left = timeout.map(|t| t.saturating_sub(spun));
+            return poll.poll(events, left);
+        }
+        std::hint::spin_loop();
     }
 }
 
